@@ -1,0 +1,1 @@
+"""Tiger's diffusion side: model loading, coarse and fine training, inference, filtering."""

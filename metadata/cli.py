@@ -1,0 +1,117 @@
+"""`python -m metadata.cli` / `tiger-metadata`: build, import, validate and export datasets."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from generation.offline import enforce_offline
+from metadata.records import MetadataError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tiger-metadata", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    phantom = commands.add_parser("phantom", help="render the built-in ultrasound phantom")
+    phantom.add_argument("--out", type=Path, required=True)
+    phantom.add_argument("--n-images", type=int, default=600)
+    phantom.add_argument("--size", type=int, default=128)
+    phantom.add_argument("--seed", type=int, default=0)
+    phantom.add_argument("--difficulty", type=float, default=None)
+
+    ddti = commands.add_parser("ddti", help="import DDTI (../shared/data/ddti layout)")
+    ddti.add_argument("--src", type=Path, required=True)
+    ddti.add_argument("--out", type=Path, required=True)
+    ddti.add_argument("--skip-bad", action="store_true")
+
+    generic = commands.add_parser("generic", help="import images + masks + attributes CSV")
+    generic.add_argument("--csv", type=Path, required=True)
+    generic.add_argument("--out", type=Path, required=True)
+    generic.add_argument("--skip-bad", action="store_true")
+
+    tiger = commands.add_parser("tiger", help="import an existing Tiger-style folder")
+    tiger.add_argument("--src", type=Path, required=True)
+    tiger.add_argument("--out", type=Path, required=True)
+    tiger.add_argument("--skip-bad", action="store_true")
+
+    validate = commands.add_parser("validate", help="check a dataset folder")
+    validate.add_argument("dataset", type=Path)
+    validate.add_argument("--skip-bad", action="store_true")
+    validate.add_argument("--report", type=Path, default=None)
+
+    export = commands.add_parser("export-classifier", help="write SUBTYPE/{train,valid,test}/{0,1}")
+    export.add_argument("dataset", type=Path)
+    export.add_argument("--out", type=Path, required=True)
+    export.add_argument("--seed", type=int, default=0)
+    export.add_argument("--valid-fraction", type=float, default=0.15)
+    export.add_argument("--test-fraction", type=float, default=0.15)
+    export.add_argument("--splits", type=Path, default=None, help="reuse a splits.json")
+
+    grid = commands.add_parser("grid", help="picture grid of samples per class")
+    grid.add_argument("dataset", type=Path)
+    grid.add_argument("--out", type=Path, required=True)
+    grid.add_argument("--per-class", type=int, default=6)
+    grid.add_argument("--tile", type=int, default=128)
+    return parser
+
+
+def run(args: argparse.Namespace) -> str:
+    if args.command == "phantom":
+        from metadata.importers.phantom import build_phantom_dataset
+        from metadata.phantom import PhantomConfig
+
+        config = PhantomConfig(size=args.size, seed=args.seed)
+        if args.difficulty is not None:
+            config = PhantomConfig(size=args.size, seed=args.seed, difficulty=args.difficulty)
+        return str(build_phantom_dataset(args.out, args.n_images, config=config))
+    if args.command == "ddti":
+        from metadata.importers.ddti import import_ddti
+
+        return str(import_ddti(args.src, args.out, skip_bad=args.skip_bad))
+    if args.command == "generic":
+        from metadata.importers.generic import import_generic
+
+        return str(import_generic(args.csv, args.out, skip_bad=args.skip_bad))
+    if args.command == "tiger":
+        from metadata.importers.tiger import import_tiger_folder
+
+        return str(import_tiger_folder(args.src, args.out, skip_bad=args.skip_bad))
+    if args.command == "validate":
+        from metadata.validate import main_summary, validate_dataset
+
+        report_path = args.report or (args.dataset / "validation_report.json")
+        report = validate_dataset(args.dataset, skip_bad=args.skip_bad, report_path=report_path)
+        return main_summary(report)
+    if args.command == "export-classifier":
+        from metadata.classifier_export import export_classifier_layout, load_split_override
+        from metadata.splits import SplitConfig
+
+        config = SplitConfig(args.valid_fraction, args.test_fraction, args.seed)
+        override = load_split_override(args.splits) if args.splits else None
+        return str(export_classifier_layout(args.dataset, args.out, config, override))
+    if args.command == "grid":
+        from metadata.grid import save_class_grid
+
+        return str(save_class_grid(args.dataset, args.out, args.per_class, args.tile))
+    raise ValueError(f"unknown command {args.command}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    enforce_offline()
+    started = time.perf_counter()
+    try:
+        result = run(args)
+    except (MetadataError, ValueError) as error:
+        print(f"tiger-metadata {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    print(result)
+    print(f"done in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Importers: each turns one source of images + masks + attributes into builder Samples."""

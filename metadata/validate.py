@@ -1,0 +1,127 @@
+"""Check a dataset folder before any stage trusts it.
+
+Problems found: malformed JSON, missing keys, paths escaping the dataset folder, missing or
+unreadable image/condition files, image/condition size mismatch, empty masks, duplicate names.
+Without `skip_bad` the first problem raises MetadataError (file and line named); with it, bad
+records are left out and a report says which and why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from metadata.atomic import write_json
+from metadata.records import (
+    MetadataError,
+    MetadataRecord,
+    dataset_root,
+    metadata_path,
+    parse_line,
+    resolve,
+)
+
+MASK_THRESHOLD = 127
+
+
+@dataclass
+class ValidationReport:
+    meta_file: Path
+    records: list[MetadataRecord] = field(default_factory=list)
+    problems: list[dict[str, object]] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {
+            "metadata": str(self.meta_file),
+            "valid": len(self.records),
+            "skipped": len(self.problems),
+            "problems": self.problems,
+        }
+
+
+def open_checked(path: Path, meta_file: Path, line_no: int, role: str) -> Image.Image:
+    if not path.is_file():
+        raise MetadataError(meta_file, f"{role} file {path} not found", line_no)
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+            return picture.copy()
+    except (UnidentifiedImageError, OSError) as error:
+        raise MetadataError(
+            meta_file, f"{role} file {path} is unreadable ({error})", line_no
+        ) from None
+
+
+def inside(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+    except ValueError:
+        return False
+    return True
+
+
+def check_record(record: MetadataRecord, meta_file: Path, root: Path, line_no: int) -> None:
+    sizes = {}
+    for role, relative in (
+        ("image", record.file_name),
+        ("condition_FG", record.condition_FG),
+        ("condition_BG", record.condition_BG),
+    ):
+        path = resolve(meta_file, relative)
+        if not inside(path, root):
+            raise MetadataError(meta_file, f"{role} path {relative!r} escapes {root}", line_no)
+        picture = open_checked(path, meta_file, line_no, role)
+        sizes[role] = picture.size
+        if role == "condition_FG" and not (np.asarray(picture.convert("L")) > MASK_THRESHOLD).any():
+            raise MetadataError(meta_file, f"condition_FG {path} is an empty mask", line_no)
+    if len(set(sizes.values())) != 1:
+        detail = ", ".join(f"{role} {w}x{h}" for role, (w, h) in sizes.items())
+        raise MetadataError(meta_file, f"size mismatch: {detail}", line_no)
+
+
+def validate_dataset(
+    location: str | os.PathLike,
+    skip_bad: bool = False,
+    report_path: str | os.PathLike | None = None,
+) -> ValidationReport:
+    meta_file = metadata_path(location)
+    root = dataset_root(meta_file).resolve()
+    report = ValidationReport(meta_file=meta_file)
+    seen: dict[str, int] = {}
+    with open(meta_file, encoding="utf-8") as handle:
+        lines = handle.readlines()
+    for line_no, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            record = parse_line(text, meta_file, line_no)
+            if record.file_name in seen:
+                raise MetadataError(
+                    meta_file,
+                    f"duplicate file_name {record.file_name!r} (line {seen[record.file_name]})",
+                    line_no,
+                )
+            check_record(record, meta_file, root, line_no)
+        except MetadataError as error:
+            if not skip_bad:
+                raise
+            report.problems.append(
+                {"line": line_no, "problem": error.problem, "text": text.strip()[:200]}
+            )
+            continue
+        seen[record.file_name] = line_no
+        report.records.append(record)
+    if not report.records:
+        raise MetadataError(meta_file, "no valid records")
+    if skip_bad and report_path is not None:
+        write_json(report_path, report.to_json())
+    return report
+
+
+def main_summary(report: ValidationReport) -> str:
+    return json.dumps({k: v for k, v in report.to_json().items() if k != "problems"})

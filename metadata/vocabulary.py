@@ -1,0 +1,172 @@
+"""The fixed clinical vocabulary and the one function that turns nodule attributes into text.
+
+Every stage (phantom, importers, prompt composition in generation, CLIP training) uses this
+module, so a word means the same thing everywhere and `text_nd` always has the same order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+# Class labels used across the project. "malignant" is the DDTI label, where no subtype is known;
+# "unlabelled" images feed the diffusion stages but never a classifier task.
+BENIGN = "benign"
+MALIGNANT = "malignant"
+UNLABELLED = "unlabelled"
+SUBTYPES = ("PTC", "FTC", "MTC")
+CLASS_LABELS = (BENIGN, *SUBTYPES, MALIGNANT, UNLABELLED)
+SUBTYPE_WORDS = {"PTC": "papillary", "FTC": "follicular", "MTC": "medullary"}
+
+COMPOSITIONS = (
+    "solid",
+    "predominantly solid",
+    "mixed",
+    "predominantly cystic",
+    "cystic",
+    "spongiform",
+)
+ECHOGENICITIES = ("anechoic", "markedly hypoechoic", "hypoechoic", "isoechoic", "hyperechoic")
+SHAPES = ("wider-than-tall", "taller-than-wide")
+MARGINS = (
+    "well-defined",
+    "ill-defined",
+    "lobulated",
+    "microlobulated",
+    "macrolobulated",
+    "spiculated",
+)
+CALCIFICATIONS = ("none", "microcalcifications", "macrocalcifications")
+SIZES = ("small", "medium", "large")
+
+ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
+    "composition": COMPOSITIONS,
+    "echogenicity": ECHOGENICITIES,
+    "shape": SHAPES,
+    "margins": MARGINS,
+    "calcifications": CALCIFICATIONS,
+    "size": SIZES,
+}
+
+# Size bins on the mask's equivalent diameter as a fraction of the frame height (depth), so
+# that the same words mean the same thing at 128 px and at 500x315.
+SIZE_BIN_EDGES = (0.15, 0.28)
+
+
+@dataclass
+class NoduleAttributes:
+    """What a radiologist would say of one nodule; None means unknown (left out of the text)."""
+
+    label: str
+    composition: str | None = None
+    echogenicity: str | None = None
+    shape: str | None = None
+    margins: str | None = None
+    calcifications: str | None = None
+    halo: bool | None = None
+    size: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.label not in CLASS_LABELS:
+            raise ValueError(f"unknown class label {self.label!r}; expected one of {CLASS_LABELS}")
+        for name, allowed in ATTRIBUTE_VALUES.items():
+            value = getattr(self, name)
+            if value is not None and value not in allowed:
+                raise ValueError(f"unknown {name} {value!r}; expected one of {allowed}")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> NoduleAttributes:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def malignancy_word(label: str) -> str:
+    return "benign" if label == BENIGN else "malignant"
+
+
+def compose_text_nd(attributes: NoduleAttributes) -> str:
+    """Fixed order: malignancy, subtype, composition, echogenicity, shape, margins,
+    calcifications, halo, size."""
+    parts = [] if attributes.label == UNLABELLED else [malignancy_word(attributes.label)]
+    if attributes.label in SUBTYPE_WORDS:
+        parts.append(SUBTYPE_WORDS[attributes.label])
+    if attributes.composition:
+        parts.append(attributes.composition)
+    if attributes.echogenicity:
+        parts.append(attributes.echogenicity)
+    if attributes.shape:
+        parts.append(attributes.shape)
+    if attributes.margins:
+        parts.append(f"{attributes.margins} margins")
+    if attributes.calcifications:
+        calcs = attributes.calcifications
+        parts.append("no calcifications" if calcs == "none" else calcs)
+    if attributes.halo:
+        parts.append("halo")
+    if attributes.size:
+        parts.append(attributes.size)
+    return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class MaskGeometry:
+    """Shape and size measured from a binary nodule mask."""
+
+    height: int
+    width: int
+    area: int
+    equivalent_diameter: float
+    shape: str
+    size: str
+
+    @property
+    def aspect_ratio(self) -> float:
+        """Height over width of the bounding box (taller-than-wide when > 1)."""
+        return self.height / max(self.width, 1)
+
+
+def measure_mask(mask: np.ndarray) -> MaskGeometry:
+    """Measure shape (bounding-box height vs width) and size (equivalent diameter vs depth)."""
+    binary = np.asarray(mask) > 0
+    if binary.ndim == 3:
+        binary = binary.any(axis=-1)
+    if not binary.any():
+        raise ValueError("empty mask: no nodule pixel to measure")
+    rows = np.flatnonzero(binary.any(axis=1))
+    cols = np.flatnonzero(binary.any(axis=0))
+    height = int(rows[-1] - rows[0] + 1)
+    width = int(cols[-1] - cols[0] + 1)
+    area = int(binary.sum())
+    diameter = float(2.0 * np.sqrt(area / np.pi))
+    return MaskGeometry(
+        height=height,
+        width=width,
+        area=area,
+        equivalent_diameter=diameter,
+        shape=SHAPES[1] if height > width else SHAPES[0],
+        size=size_from_diameter(diameter, binary.shape[0]),
+    )
+
+
+def size_from_diameter(diameter: float, frame_height: int) -> str:
+    fraction = diameter / frame_height
+    if fraction < SIZE_BIN_EDGES[0]:
+        return "small"
+    if fraction < SIZE_BIN_EDGES[1]:
+        return "medium"
+    return "large"
+
+
+def fill_measured(attributes: NoduleAttributes, mask: np.ndarray) -> NoduleAttributes:
+    """Shape and size are measured from the mask when the source did not give them."""
+    if attributes.shape is not None and attributes.size is not None:
+        return attributes
+    geometry = measure_mask(mask)
+    data = attributes.to_dict()
+    data["shape"] = attributes.shape or geometry.shape
+    data["size"] = attributes.size or geometry.size
+    return NoduleAttributes.from_dict(data)
