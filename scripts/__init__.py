@@ -1,0 +1,1 @@
+"""Tiger's command-line entry points and the end-to-end runner."""

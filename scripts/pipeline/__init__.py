@@ -1,0 +1,1 @@
+"""The end-to-end runner: one config file drives every stage, skipping what is already done."""
