@@ -65,9 +65,14 @@ def run_monitored(
             log.write(line)
             if not line.startswith("\r"):
                 sys.stdout.write("    " + line)
-        returncode = child.wait()
+        # wait4 gives the child's own kernel-recorded peak RSS, which catches short-lived
+        # peaks the 0.2 s sampler can miss; the sampler still covers grandchildren.
+        _, status, usage = os.wait4(child.pid, 0)
+        returncode = os.waitstatus_to_exitcode(status)
+        child.returncode = returncode
         stop.set()
         sampler.join()
+        peak = max(peak, usage.ru_maxrss * 1024)
     gpu = gpu_peak_from_log(log_path)
     return StageRun(time.perf_counter() - started, peak / 2**20, gpu, returncode)
 

@@ -1,0 +1,249 @@
+"""The five-arm experiment on one subtype: same splits, several seeds, paired comparisons.
+
+Arms (every arm: same real train/valid/test images, model, schedule and imbalance handling):
+  real                real train images, standard augmentation.
+  classic_aug         real train images, strong classic augmentation (see augment.py) instead
+                      of the standard one: what hand-made augmentation alone buys.
+  dup_real            real + duplicated real train images, exactly as many per class as the
+                      synthetic arm adds: tells whether synthetic images carry anything beyond
+                      re-weighting / longer epochs.
+  synthetic           real + synthetic images drawn from the unfiltered manifest.
+  synthetic_filtered  real + the same number of synthetic images drawn from the filtered
+                      manifest's kept rows (CLIP/MoSo).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from classifier.config import ARMS, ExperimentConfig
+from classifier.data import ImageCache
+from classifier.evaluate import METRICS_FILE, PREDICTIONS_FILE, evaluate_run
+from classifier.layout import ImageItem, assert_real_only, class_counts, read_layout
+from classifier.metrics import auc, auc_ci, paired_difference
+from classifier.mixing import (
+    add_to_train,
+    duplicate_real,
+    manifest_is_stand_in,
+    matched_counts,
+    read_manifest,
+    select,
+)
+from classifier.train import BEST_DIR, make_accelerator, train_classifier
+from generation.offline import enforce_offline
+from metadata.atomic import write_json
+
+SYNTHETIC_ARMS = ("synthetic", "synthetic_filtered")
+METRIC_KEYS = ("sensitivity", "specificity", "ppv", "npv", "f1", "accuracy")
+
+
+def load_pools(config: ExperimentConfig) -> dict[str, list[ImageItem]]:
+    """Synthetic candidates per synthetic arm present in the config (train split only)."""
+    pools = {}
+    sources = {
+        "synthetic": (config.mix.unfiltered_manifest, False),
+        "synthetic_filtered": (config.mix.filtered_manifest, True),
+    }
+    for arm in config.arms:
+        if arm in sources:
+            manifest, require_kept = sources[arm]
+            if not manifest:
+                raise ValueError(f"arm {arm!r} needs a manifest (mix.{arm} manifest is empty)")
+            pools[arm] = read_manifest(
+                manifest, config.data.subtype, require_kept, config.data.croot
+            )
+    return pools
+
+
+def extra_counts(
+    config: ExperimentConfig, real_train: list[ImageItem], pools: dict[str, list[ImageItem]]
+) -> dict[int, int]:
+    """Per-class number of added images, shared by dup_real and both synthetic arms."""
+    if not pools:
+        if "dup_real" in config.arms and config.mix.per_class_count < 0:
+            raise ValueError("arm 'dup_real' needs a synthetic arm or mix.per_class_count >= 0")
+        pools_list: list[list[ImageItem]] = []
+    else:
+        pools_list = list(pools.values())
+    return matched_counts(
+        real_train, pools_list, config.mix.classes, config.mix.ratio, config.mix.per_class_count
+    )
+
+
+def arm_training_set(
+    arm: str,
+    real_train: list[ImageItem],
+    pools: dict[str, list[ImageItem]],
+    counts: dict[int, int],
+    seed: int,
+) -> tuple[list[ImageItem], str]:
+    """(train items, augmentation policy) of one arm and seed."""
+    if arm == "real":
+        return list(real_train), "standard"
+    if arm == "classic_aug":
+        return list(real_train), "strong"
+    if arm == "dup_real":
+        return add_to_train(real_train, duplicate_real(real_train, counts, seed)), "standard"
+    if arm in SYNTHETIC_ARMS:
+        return add_to_train(real_train, select(pools[arm], counts, seed)), "standard"
+    raise ValueError(f"unknown arm {arm!r} (choose from {ARMS})")
+
+
+def composition(items: list[ImageItem]) -> dict[str, int]:
+    counter = Counter(f"{item.origin}_{item.label}" for item in items)
+    return dict(sorted(counter.items()))
+
+
+def run_one(
+    config: ExperimentConfig,
+    arm: str,
+    seed: int,
+    train_items: list[ImageItem],
+    augmentation: str,
+    valid: list[ImageItem],
+    test: list[ImageItem],
+    run_dir: Path,
+    cache: ImageCache,
+) -> dict:
+    """Train (resuming if interrupted) and evaluate one arm/seed; cached once finished."""
+    metrics_file = run_dir / METRICS_FILE
+    if metrics_file.is_file() and (run_dir / PREDICTIONS_FILE).is_file():
+        return json.loads(metrics_file.read_text())
+    train_config = replace(config.train, seed=seed, augmentation=augmentation)
+    accelerator = make_accelerator(train_config)
+    write_json(run_dir / "composition.json", composition(train_items))
+    state = train_classifier(
+        train_items, valid, run_dir, config.model, train_config, config.data, cache, accelerator
+    )
+    metrics = evaluate_run(
+        run_dir / BEST_DIR,
+        valid,
+        test,
+        run_dir,
+        config.eval,
+        config.data,
+        cache,
+        accelerator,
+        config.train.eval_batch_size,
+    )
+    metrics.update(best_epoch=state.best_epoch, best_val_auc=state.best_val_auc, arm=arm, seed=seed)
+    write_json(metrics_file, metrics)
+    return metrics
+
+
+def summarize(config: ExperimentConfig, runs: dict[str, dict[int, dict]], root: Path) -> dict:
+    """Per-arm seed-mean AUC with bootstrap CI, and paired difference to the real-only arm."""
+    scores, labels, groups = {}, None, None
+    for arm, by_seed in runs.items():
+        rows = []
+        for seed in sorted(by_seed):
+            predictions = json.loads((root / arm / f"seed_{seed}" / PREDICTIONS_FILE).read_text())
+            test = predictions["test"]
+            if labels is not None and test["labels"] != labels.tolist():
+                raise ValueError(f"{arm}/seed_{seed}: test set differs between runs")
+            labels, groups = np.array(test["labels"]), np.array(test["case_ids"])
+            rows.append(test["scores"])
+        scores[arm] = np.array(rows)
+    summary = {}
+    reference = "real" if "real" in scores else None
+    for arm, by_seed in runs.items():
+        estimate = auc_ci(
+            labels,
+            scores[arm],
+            config.eval.n_bootstrap,
+            config.eval.ci,
+            config.eval.seed,
+            groups,
+        )
+        seed_aucs = [auc(labels, row) for row in scores[arm]]
+        row = {
+            "auc": estimate.value,
+            "auc_low": estimate.low,
+            "auc_high": estimate.high,
+            "auc_sd_over_seeds": float(np.std(seed_aucs, ddof=1)) if len(seed_aucs) > 1 else 0.0,
+            "seed_aucs": seed_aucs,
+            "n_seeds": len(seed_aucs),
+        }
+        for key in METRIC_KEYS:  # nan (e.g. PPV with no positive call) is left out of the mean
+            values = np.array([by_seed[s][key] for s in sorted(by_seed)], dtype=float)
+            values = values[np.isfinite(values)]
+            row[key] = float(values.mean()) if len(values) else float("nan")
+            row[f"{key}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        if reference and arm != reference:
+            difference = paired_difference(
+                labels,
+                scores[arm],
+                scores[reference],
+                config.eval.n_bootstrap,
+                config.eval.ci,
+                config.eval.seed,
+                groups,
+            )
+            row.update(
+                delta_auc=difference.value,
+                delta_low=difference.low,
+                delta_high=difference.high,
+                delta_p=difference.p_value,
+            )
+        summary[arm] = row
+    return {"arms": summary, "scores": {a: s.tolist() for a, s in scores.items()}}
+
+
+def run_experiment(config: ExperimentConfig) -> dict:
+    """All arms × seeds for `config.data.subtype`; results.json + report in the run folder."""
+    from classifier.report import write_report
+
+    root = Path(config.run_dir) / config.data.subtype
+    enforce_offline(config.run_dir)
+    unknown = set(config.arms) - set(ARMS)
+    if unknown:
+        raise ValueError(f"unknown arm(s) {sorted(unknown)} (choose from {ARMS})")
+    layout = read_layout(config.data.croot, config.data.subtype)
+    # Synthetic rows the exporter placed in train/ are left out: synthetic images enter the
+    # arms only through the manifests, count-controlled.
+    real_train = [item for item in layout["train"] if item.origin == "real"]
+    valid, test = layout["valid"], layout["test"]
+    assert_real_only(valid, "valid")
+    assert_real_only(test, "test")
+    pools = load_pools(config)
+    counts = extra_counts(config, real_train, pools)
+    setup = {
+        "config": asdict(config),
+        "real_counts": {split: class_counts(items) for split, items in layout.items()},
+        "extra_per_class": counts,
+        "pool_sizes": {arm: class_counts(pool) for arm, pool in pools.items()},
+        "stand_in_manifests": [
+            str(m)
+            for m in (config.mix.unfiltered_manifest, config.mix.filtered_manifest)
+            if m and manifest_is_stand_in(m)
+        ],
+        "extra_count_source": "matched to the synthetic arms"
+        if pools
+        else "set explicitly (mix.per_class_count); no synthetic arm in this run",
+    }
+    write_json(root / "experiment.json", setup)
+    cache = ImageCache(config.data.image_size)
+    runs: dict[str, dict[int, dict]] = {arm: {} for arm in config.arms}
+    for seed in config.seeds:
+        for arm in config.arms:
+            train_items, augmentation = arm_training_set(arm, real_train, pools, counts, seed)
+            runs[arm][seed] = run_one(
+                config,
+                arm,
+                seed,
+                train_items,
+                augmentation,
+                valid,
+                test,
+                root / arm / f"seed_{seed}",
+                cache,
+            )
+    results = {"setup": setup, "runs": runs, **summarize(config, runs, root)}
+    write_json(root / "results.json", results)
+    write_report(root, results, layout, pools, counts)
+    return results

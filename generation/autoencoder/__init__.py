@@ -1,0 +1,1 @@
+"""Stage 0: fit the tiny default's AutoencoderKL on the dataset's own images, then freeze it."""

@@ -1,0 +1,1 @@
+"""Coarse stage: text-to-image fine-tuning of Stable Diffusion on ultrasound frames + texts."""

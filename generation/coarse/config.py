@@ -1,0 +1,199 @@
+"""Every option of the coarse stage in one dataclass; CLI flags are generated from its fields."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from generation.coarse.prompts import BACKGROUND_MODES
+from generation.training.precision import MIXED_PRECISION
+
+LR_SCHEDULERS = (
+    "constant",
+    "constant_with_warmup",
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+)
+DEFAULT_VALIDATION_PROMPTS = (
+    "benign, solid, hypoechoic, taller-than-wide, well-defined margins, no calcifications, medium",
+    "benign, solid, hypoechoic, wider-than-tall, well-defined margins, no calcifications, medium",
+    "malignant, follicular, solid, hypoechoic, wider-than-tall, ill-defined margins, "
+    "no calcifications, large",
+    "malignant, medullary, solid, markedly hypoechoic, taller-than-wide, microlobulated margins, "
+    "microcalcifications, medium",
+)
+
+
+class CoarseConfigError(ValueError):
+    """An invalid coarse-stage option; names the option (and the config file when given)."""
+
+
+@dataclass
+class CoarseConfig:
+    """Coarse-stage options; names follow diffusers' train_text_to_image.py where they overlap."""
+
+    train_data_dir: str = ""
+    output_dir: str = ""
+    # Models: a local diffusers SD folder, or None for the tiny default (+ stage-0 autoencoder).
+    pretrained_model_name_or_path: str | None = None
+    pretrained_vae_path: str | None = None
+    tiny_config_file: str | None = None
+    train_text_encoder: bool | None = None  # None: True for the tiny default, False otherwise
+    # LoRA (peft) instead of full fine-tuning; merged into the saved pipeline.
+    use_lora: bool = False
+    lora_rank: int = 8
+    lora_alpha: float | None = None
+    # Data and prompts.
+    resolution: int = 128
+    center_crop: bool = True
+    random_flip: bool = True
+    prompt_background: str = "full"
+    caption_dropout: float = 0.1
+    cache_latents: bool = True
+    # Optimisation.
+    seed: int = 0
+    train_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    max_train_steps: int = 1000
+    learning_rate: float = 1e-4
+    text_encoder_learning_rate: float | None = None
+    scale_lr: bool = False
+    lr_scheduler: str = "constant_with_warmup"
+    lr_warmup_steps: int = 50
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    snr_gamma: float | None = 5.0
+    noise_offset: float = 0.0
+    use_ema: bool = True
+    ema_decay: float = 0.999
+    # Hardware.
+    mixed_precision: str = "no"
+    allow_tf32: bool = False
+    enable_xformers_memory_efficient_attention: bool = False
+    gradient_checkpointing: bool = False
+    cpu_threads: int | None = None  # CPU only; 1 is much faster on a CPU shared with other jobs
+    # Checkpoints, validation, logging.
+    checkpointing_steps: int = 250
+    checkpoints_total_limit: int | None = 2
+    resume_from_checkpoint: str | None = None
+    validation_steps: int = 250
+    validation_prompts: list[str] = field(default_factory=lambda: list(DEFAULT_VALIDATION_PROMPTS))
+    validation_seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    validation_inference_steps: int = 25
+    validation_guidance_scale: float = 4.0
+    report_to: str = "tensorboard"
+    # Stage 0 (tiny default without a pretrained VAE): autoencoder fit on random crops.
+    autoencoder_steps: int = 600
+    autoencoder_crop_size: int = 64
+    autoencoder_batch_size: int = 16
+    autoencoder_learning_rate: float = 1e-3
+
+    def __post_init__(self) -> None:
+        self.validation_prompts = list(self.validation_prompts)
+        self.validation_seeds = [int(seed) for seed in self.validation_seeds]
+
+    @property
+    def trains_text_encoder(self) -> bool:
+        if self.train_text_encoder is None:
+            return self.pretrained_model_name_or_path is None
+        return self.train_text_encoder
+
+    def validate(self, source: str | None = None) -> CoarseConfig:
+        """Raise CoarseConfigError on the first bad option, naming it (and `source`)."""
+
+        def fail(option: str, problem: str) -> None:
+            where = f"{source}: " if source else ""
+            raise CoarseConfigError(f"{where}--{option}: {problem}")
+
+        if not self.train_data_dir:
+            fail("train_data_dir", "required (a Tiger dataset folder)")
+        if not self.output_dir:
+            fail("output_dir", "required")
+        for name in ("train_batch_size", "gradient_accumulation_steps", "max_train_steps"):
+            if getattr(self, name) < 1:
+                fail(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.resolution < 8 or self.resolution % 8:
+            fail("resolution", f"must be a positive multiple of 8, got {self.resolution}")
+        if not 0.0 <= self.caption_dropout < 1.0:
+            fail("caption_dropout", f"must be in [0, 1), got {self.caption_dropout}")
+        if self.learning_rate <= 0:
+            fail("learning_rate", f"must be positive, got {self.learning_rate}")
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            fail("lr_scheduler", f"{self.lr_scheduler!r} is not one of {LR_SCHEDULERS}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            fail("mixed_precision", f"{self.mixed_precision!r} is not one of {MIXED_PRECISION}")
+        if self.prompt_background not in BACKGROUND_MODES:
+            fail("prompt_background", f"{self.prompt_background!r} not in {BACKGROUND_MODES}")
+        if self.use_lora and self.lora_rank < 1:
+            fail("lora_rank", f"must be >= 1, got {self.lora_rank}")
+        if self.use_lora and self.pretrained_model_name_or_path is None:
+            fail("use_lora", "LoRA adapts pretrained weights; the tiny default has none to adapt")
+        if not 0.0 < self.ema_decay < 1.0:
+            fail("ema_decay", f"must be in (0, 1), got {self.ema_decay}")
+        if self.snr_gamma is not None and self.snr_gamma <= 0:
+            fail("snr_gamma", f"must be positive (or unset), got {self.snr_gamma}")
+        if self.noise_offset < 0:
+            fail("noise_offset", f"must be >= 0, got {self.noise_offset}")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            fail("cpu_threads", f"must be >= 1 (or unset), got {self.cpu_threads}")
+        if self.checkpointing_steps < 1 or self.validation_steps < 1:
+            fail("checkpointing_steps", "checkpointing_steps and validation_steps must be >= 1")
+        if self.autoencoder_crop_size % 8 or self.autoencoder_crop_size > self.resolution:
+            fail("autoencoder_crop_size", "must be a multiple of 8 and <= resolution")
+        if self.validation_prompts and not self.validation_seeds:
+            fail("validation_seeds", "at least one seed is needed for validation")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **overrides) -> CoarseConfig:
+        """JSON config file (keys = option names); `overrides` win. Errors name the file."""
+        file = Path(path)
+        try:
+            data = json.loads(file.read_text("utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise CoarseConfigError(f"{file}: cannot read config ({error})") from None
+        if not isinstance(data, dict):
+            raise CoarseConfigError(f"{file}: config must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise CoarseConfigError(f"{file}: unknown option(s) {', '.join(unknown)}")
+        data.update(overrides)
+        return cls(**data).validate(str(file))
+
+
+# CPU profiles of the tiny default on the phantom (128 px). Quick: <= 15 min on 2 cores.
+PROFILES: dict[str, dict] = {
+    "quick": {
+        "prompt_background": "words",
+        "max_train_steps": 450,
+        "autoencoder_steps": 300,
+        "train_batch_size": 16,
+        "learning_rate": 4e-4,
+        "lr_warmup_steps": 30,
+        "checkpointing_steps": 150,
+        "validation_steps": 450,
+        "validation_inference_steps": 20,
+    },
+    "long": {
+        "prompt_background": "words",
+        "max_train_steps": 4000,
+        "autoencoder_steps": 1500,
+        "train_batch_size": 16,
+        "learning_rate": 2e-4,
+        "lr_scheduler": "cosine",
+        "lr_warmup_steps": 100,
+        "checkpointing_steps": 250,
+        "validation_steps": 500,
+    },
+}

@@ -1,0 +1,80 @@
+"""Training images and prompts from a Tiger dataset folder (metadata.jsonl contract)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from generation.coarse.prompts import combine_prompt
+from metadata.records import MetadataError, MetadataRecord, metadata_path, read_metadata, resolve
+
+
+@dataclass
+class CoarseDataset:
+    """Records, their image paths and combined prompts; images are read on demand."""
+
+    records: list[MetadataRecord]
+    image_paths: list[Path]
+    prompts: list[str]
+    resolution: int
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load_pixels(self, indices: list[int], crops: list[tuple[int, int]] | None = None):
+        """[-1, 1] float tensors [B, 3, R, R]; `crops` gives (top, left) or None for centre."""
+        batch = []
+        for position, index in enumerate(indices):
+            offset = crops[position] if crops is not None else None
+            batch.append(load_image(self.image_paths[index], self.resolution, offset))
+        return torch.from_numpy(np.stack(batch))
+
+    def crop_range(self, index: int) -> tuple[int, int]:
+        """Spare rows/columns after the resize, for random crops."""
+        with Image.open(self.image_paths[index]) as image:
+            height, width = resized_size(image.size[1], image.size[0], self.resolution)
+        return height - self.resolution, width - self.resolution
+
+
+def resized_size(height: int, width: int, resolution: int) -> tuple[int, int]:
+    scale = resolution / min(height, width)
+    return max(resolution, round(height * scale)), max(resolution, round(width * scale))
+
+
+def load_image(path: Path, resolution: int, offset: tuple[int, int] | None = None) -> np.ndarray:
+    """Shorter side resized to `resolution`, then a centre (or given) square crop, CHW in [-1,1]."""
+    try:
+        with Image.open(path) as image:
+            picture = image.convert("RGB")
+    except (OSError, ValueError) as error:
+        raise MetadataError(path, f"unreadable image ({error})") from None
+    height, width = resized_size(picture.height, picture.width, resolution)
+    if (height, width) != (picture.height, picture.width):
+        picture = picture.resize((width, height), Image.Resampling.BICUBIC)
+    if offset is None:
+        offset = ((height - resolution) // 2, (width - resolution) // 2)
+    top, left = offset
+    picture = picture.crop((left, top, left + resolution, top + resolution))
+    array = np.asarray(picture, dtype=np.float32).transpose(2, 0, 1)
+    return array / 127.5 - 1.0
+
+
+def load_coarse_dataset(
+    location: str | os.PathLike, resolution: int, background: str = "full"
+) -> CoarseDataset:
+    """Read metadata.jsonl and check every image exists (errors name the file and line)."""
+    meta_file = metadata_path(location)
+    records = read_metadata(meta_file)
+    paths = []
+    for line, record in enumerate(records, start=1):
+        path = resolve(meta_file, record.file_name)
+        if not path.is_file():
+            raise MetadataError(meta_file, f"image {record.file_name!r} not found ({path})", line)
+        paths.append(path)
+    prompts = [combine_prompt(r.text_nd, r.text_bg, background) for r in records]
+    return CoarseDataset(records, paths, prompts, resolution)

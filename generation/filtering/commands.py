@@ -1,0 +1,134 @@
+"""The four filtering jobs as functions (the CLI only parses arguments and calls these)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from generation.filtering.clip_model import load_model
+from generation.filtering.clip_report import compare_paired, describe
+from generation.filtering.clip_score import clip_scores, mismatched_texts
+from generation.filtering.filter_report import write_report
+from generation.filtering.manifest import (
+    read_manifest,
+    read_scores,
+    write_filtered_manifest,
+)
+from generation.filtering.moso_params import MosoConfig
+from generation.filtering.moso_pool import build_pool
+from generation.filtering.moso_run import moso_scores
+from generation.filtering.select import FilterConfig, select
+from metadata.atomic import write_json, write_jsonl
+from metadata.records import MetadataError, metadata_path, read_metadata, resolve
+
+
+def held_out_pairs(split_file: Path) -> tuple[list[Path], list[str]]:
+    """Real held-out images and their texts, from the split the CLIP was trained with."""
+    split = json.loads(split_file.read_text())
+    meta_file = metadata_path(split["dataset"])
+    held = set(split["held_out"])
+    records = [r for r in read_metadata(meta_file) if r.file_name in held]
+    return [resolve(meta_file, r.file_name) for r in records], [r.text_nd for r in records]
+
+
+def run_clip_score(
+    model_dir: Path, manifest: Path, out_dir: Path, text_key: str = "text_nd", seed: int = 0
+) -> dict:
+    """Write clip_scores.jsonl (one per synthetic image) and clip_report.json."""
+    model, preprocess, tokenizer = load_model(model_dir)
+    images = read_manifest(manifest)
+    paths = [image.path for image in images]
+    texts = [image.text(text_key) for image in images]
+    matched = clip_scores(model, preprocess, tokenizer, paths, texts)
+    write_jsonl(
+        out_dir / "clip_scores.jsonl",
+        ({"id": im.id, "clip_score": float(s)} for im, s in zip(images, matched)),
+    )
+    report: dict = {"model": str(model_dir), "manifest": str(manifest), "text_key": text_key}
+    report["synthetic_matched"] = describe(matched, seed)
+    if len(set(texts)) >= 2:
+        control = clip_scores(model, preprocess, tokenizer, paths, mismatched_texts(texts, seed))
+        report["synthetic_mismatched"] = describe(control, seed)
+        report["matched_vs_mismatched"] = compare_paired(matched, control, seed)
+    split_file = Path(model_dir).parent / "split.json"
+    if split_file.is_file():
+        real_paths, real_texts = held_out_pairs(split_file)
+        if real_paths:
+            real = clip_scores(model, preprocess, tokenizer, real_paths, real_texts)
+            report["real_held_out_matched"] = describe(real, seed)
+            if len(set(real_texts)) >= 2:
+                real_control = clip_scores(
+                    model, preprocess, tokenizer, real_paths, mismatched_texts(real_texts, seed)
+                )
+                report["real_held_out_mismatched"] = describe(real_control, seed)
+                report["real_matched_vs_mismatched"] = compare_paired(real, real_control, seed)
+    write_json(out_dir / "clip_report.json", report)
+    return report
+
+
+def run_moso(
+    dataset: Path | None,
+    manifest: Path,
+    out_dir: Path,
+    config: MosoConfig,
+    holdout_fraction: float = 0.2,
+) -> Path:
+    """Score the pool (real train + synthetic); writes moso_scores.jsonl for every pool sample."""
+    pool = build_pool(dataset, read_manifest(manifest), holdout_fraction, config.seed)
+    if len(pool.classes) < 2:
+        raise ValueError(f"{manifest}: MoSo needs at least two classes in the pool")
+    images = pool.image_tensor(config.image_size)
+    torch.manual_seed(config.seed)
+    scores = moso_scores(
+        images, pool.label_tensor(), len(pool.classes), config, out_dir / "surrogates"
+    )
+    target = out_dir / "moso_scores.jsonl"
+    write_jsonl(
+        target,
+        (
+            {"id": i, "source": s, "label": lab, "moso_score": float(v)}
+            for i, s, lab, v in zip(pool.ids, pool.sources, pool.labels, scores)
+        ),
+    )
+    write_json(out_dir / "moso_config.json", config.__dict__)
+    return target
+
+
+def run_filter(
+    manifest: Path,
+    out_dir: Path,
+    config: FilterConfig,
+    clip_file: Path | None,
+    moso_file: Path | None,
+) -> dict:
+    """Write FILTERED/manifest.jsonl (all rows, with scores, kept, drop_reason) and a report."""
+    images = read_manifest(manifest)
+    clip = read_scores(clip_file, "clip_score") if clip_file else {}
+    moso = read_scores(moso_file, "moso_score") if moso_file else {}
+    for needed, scores, file in (
+        (config.uses_clip, clip, clip_file),
+        (config.moso_prune_ratio > 0, moso, moso_file),
+    ):
+        if needed:
+            missing = [im.id for im in images if im.id not in scores]
+            if missing:
+                where = file or manifest
+                raise MetadataError(where, f"no score for {len(missing)} id(s), e.g. {missing[0]}")
+    clip_values = np.array([clip.get(im.id, math.nan) for im in images])
+    moso_values = np.array([moso.get(im.id, math.nan) for im in images])
+    reasons = select([im.label for im in images], clip_values, moso_values, config)
+    rows = []
+    for image, reason in zip(images, reasons):
+        row = dict(image.row)
+        row["file_name"] = str(image.path)
+        row["clip_score"] = clip.get(image.id)
+        row["moso_score"] = moso.get(image.id)
+        row["kept"] = not reason
+        row["drop_reason"] = reason
+        rows.append(row)
+    write_filtered_manifest(out_dir, rows)
+    return write_report(out_dir, rows, config.__dict__)

@@ -1,0 +1,44 @@
+"""MoSo configuration; defaults follow the authors' surrogate recipe scaled to a CPU run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class MosoConfig:
+    """How the surrogates are trained and how the MoSo score is estimated.
+
+    Surrogate training follows the reference code: SGD (momentum 0.9, Nesterov, weight decay
+    2e-4), cosine learning rate, one checkpoint per epoch saved with the learning rate used in
+    that epoch. `partitions` > 1 is the partitioned variant (one surrogate per partition, each
+    sample scored inside its own partition).
+    """
+
+    image_size: int = 64
+    width: int = 16
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 0.05
+    min_lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    partitions: int = 1
+    balanced: bool = True  # class-balanced sampling for the surrogate (rare subtypes get seen)
+    sampled_checkpoints: int = 6
+    form: str = "exact"  # "exact" (with correction terms) or "first_order"
+    gradients: str = "vmap"  # "vmap" (batched torch.func) or "loop" (one sample at a time)
+    last_layers: int | None = None  # restrict gradients to the last k parametrised modules
+    chunk_size: int = 64
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.form not in ("exact", "first_order"):
+            raise ValueError(f"form must be 'exact' or 'first_order', got {self.form!r}")
+        if self.gradients not in ("vmap", "loop"):
+            raise ValueError(f"gradients must be 'vmap' or 'loop', got {self.gradients!r}")
+        if self.partitions < 1 or self.sampled_checkpoints < 1 or self.epochs < 1:
+            raise ValueError("partitions, sampled_checkpoints and epochs must be >= 1")
+        if self.last_layers is not None and self.last_layers < 1:
+            raise ValueError("last_layers must be >= 1 or None")

@@ -1,0 +1,172 @@
+"""Every option of the fine stage in one dataclass; CLI flags are generated from its fields.
+
+Names follow diffusers' train_controlnet.py where they overlap, and the coarse stage elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from generation.coarse.config import LR_SCHEDULERS
+from generation.coarse.prompts import BACKGROUND_MODES
+from generation.fine.model import FUSION_MODES
+from generation.training.precision import MIXED_PRECISION
+
+TRAIN_SPLITS = ("train", "all")
+
+
+class FineConfigError(ValueError):
+    """An invalid fine-stage option; names the option (and the config file when given)."""
+
+
+@dataclass
+class FineConfig:
+    """Fine-stage options: two ControlNet branches trained on the frozen coarse model."""
+
+    train_data_dir: str = ""
+    output_dir: str = ""
+    # The coarse stage's output (a diffusers SD folder); UNet, VAE and text encoder stay frozen.
+    coarse_model_path: str = ""
+    fusion: str = "gate"
+    # How the UNet's prompt joins text_nd and text_bg; None: as the coarse run recorded it.
+    prompt_background: str | None = None
+    # Train on the case-level "train" split only (metadata.splits), keeping valid/test unseen.
+    train_split: str = "train"
+    split_valid_fraction: float = 0.15
+    split_test_fraction: float = 0.15
+    split_seed: int = 0
+    # Data.
+    resolution: int = 128
+    center_crop: bool = True
+    random_flip: bool = True
+    caption_dropout: float = 0.1
+    cache_latents: bool = True
+    # Optimisation: one AdamW and one lr schedule over both branches (+ gate logits).
+    seed: int = 0
+    train_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_train_steps: int = 1000
+    learning_rate: float = 1e-4
+    gate_learning_rate: float | None = 1e-2
+    scale_lr: bool = False
+    lr_scheduler: str = "constant_with_warmup"
+    lr_warmup_steps: int = 50
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-2
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    snr_gamma: float | None = 5.0
+    noise_offset: float = 0.0
+    # Hardware.
+    mixed_precision: str = "no"
+    allow_tf32: bool = False
+    enable_xformers_memory_efficient_attention: bool = False
+    gradient_checkpointing: bool = False
+    cpu_threads: int | None = None  # CPU only; 1 is much faster on a CPU shared with other jobs
+    # Checkpoints, validation, logging.
+    checkpointing_steps: int = 250
+    checkpoints_total_limit: int | None = 2
+    resume_from_checkpoint: str | None = None
+    validation_steps: int = 250
+    num_validation_items: int = 4
+    validation_seeds: list[int] = field(default_factory=lambda: [0, 1])
+    validation_inference_steps: int = 20
+    validation_guidance_scale: float = 4.0
+    report_to: str = "tensorboard"
+
+    def __post_init__(self) -> None:
+        self.validation_seeds = [int(seed) for seed in self.validation_seeds]
+
+    def validate(self, source: str | None = None) -> FineConfig:
+        """Raise FineConfigError on the first bad option, naming it (and `source`)."""
+
+        def fail(option: str, problem: str) -> None:
+            where = f"{source}: " if source else ""
+            raise FineConfigError(f"{where}--{option}: {problem}")
+
+        for name in ("train_data_dir", "output_dir", "coarse_model_path"):
+            if not getattr(self, name):
+                fail(name, "required")
+        if self.fusion not in FUSION_MODES:
+            fail("fusion", f"{self.fusion!r} is not one of {FUSION_MODES}")
+        if self.prompt_background is not None and self.prompt_background not in BACKGROUND_MODES:
+            fail("prompt_background", f"{self.prompt_background!r} not in {BACKGROUND_MODES}")
+        if self.train_split not in TRAIN_SPLITS:
+            fail("train_split", f"{self.train_split!r} is not one of {TRAIN_SPLITS}")
+        for name in ("train_batch_size", "gradient_accumulation_steps", "max_train_steps"):
+            if getattr(self, name) < 1:
+                fail(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.resolution < 8 or self.resolution % 8:
+            fail("resolution", f"must be a positive multiple of 8, got {self.resolution}")
+        if not 0.0 <= self.caption_dropout < 1.0:
+            fail("caption_dropout", f"must be in [0, 1), got {self.caption_dropout}")
+        if self.learning_rate <= 0:
+            fail("learning_rate", f"must be positive, got {self.learning_rate}")
+        if self.gate_learning_rate is not None and self.gate_learning_rate <= 0:
+            fail(
+                "gate_learning_rate", f"must be positive (or unset), got {self.gate_learning_rate}"
+            )
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            fail("lr_scheduler", f"{self.lr_scheduler!r} is not one of {LR_SCHEDULERS}")
+        if self.mixed_precision not in MIXED_PRECISION:
+            fail("mixed_precision", f"{self.mixed_precision!r} is not one of {MIXED_PRECISION}")
+        if self.snr_gamma is not None and self.snr_gamma <= 0:
+            fail("snr_gamma", f"must be positive (or unset), got {self.snr_gamma}")
+        if self.noise_offset < 0:
+            fail("noise_offset", f"must be >= 0, got {self.noise_offset}")
+        if self.checkpointing_steps < 1 or self.validation_steps < 1:
+            fail("checkpointing_steps", "checkpointing_steps and validation_steps must be >= 1")
+        if self.num_validation_items > 0 and not self.validation_seeds:
+            fail("validation_seeds", "at least one seed is needed for validation")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            fail("cpu_threads", f"must be >= 1 (or unset), got {self.cpu_threads}")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **overrides) -> FineConfig:
+        """JSON config file (keys = option names); `overrides` win. Errors name the file."""
+        file = Path(path)
+        try:
+            data = json.loads(file.read_text("utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise FineConfigError(f"{file}: cannot read config ({error})") from None
+        if not isinstance(data, dict):
+            raise FineConfigError(f"{file}: config must be a JSON object")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise FineConfigError(f"{file}: unknown option(s) {', '.join(unknown)}")
+        data.update(overrides)
+        return cls(**data).validate(str(file))
+
+
+# CPU profiles for the tiny default on the phantom (128 px); quick: ~15 min on one free core.
+PROFILES: dict[str, dict] = {
+    "quick": {
+        "cpu_threads": 1,
+        "max_train_steps": 240,
+        "train_batch_size": 8,
+        "learning_rate": 5e-4,
+        "lr_warmup_steps": 20,
+        "checkpointing_steps": 80,
+        "validation_steps": 240,
+        "validation_inference_steps": 20,
+    },
+    "long": {
+        "cpu_threads": 1,
+        "max_train_steps": 3000,
+        "train_batch_size": 16,
+        "learning_rate": 1e-4,
+        "lr_scheduler": "cosine",
+        "lr_warmup_steps": 100,
+        "checkpointing_steps": 250,
+        "validation_steps": 500,
+    },
+}

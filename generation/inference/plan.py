@@ -1,0 +1,193 @@
+"""The job list of a generation run: one `Job` per output image, fixed before anything runs.
+
+Planning is cheap and deterministic (same options -> same jobs, and a longer run's first jobs
+equal a shorter run's), so every process of a multi-GPU run plans the same list and takes its
+own share, and a re-run recognises finished images by id. Masks drawn from the bank are made
+later, by whichever process renders the job, from the job's own `mask_seed`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from generation.inference.attributes import (
+    MASK_ATTRIBUTES,
+    AttributeConstraints,
+    AttributeSpecError,
+    AttributeStats,
+    attribute_dict,
+    prompt_text,
+)
+from generation.inference.prompts import PromptConfig, PromptSampler
+from generation.inference.sources import TrainSource
+from metadata.records import MetadataError, MetadataRecord
+
+MODES = ("diversify", "reference")
+BRANCH_CHOICES = ("keep", "bank")
+
+
+@dataclass
+class Job:
+    """Everything needed to make (and describe) one synthetic image."""
+
+    id: str
+    index: int
+    mode: str
+    label: str
+    seed: int
+    attributes: dict[str, str]
+    text_nd: str
+    text_bg: str
+    condition_BG: str
+    case_id: str
+    source_cases: list[str] = field(default_factory=list)
+    condition_FG: str | None = None  # a real mask file (reference mode, kept branch)
+    mask_request: dict[str, str] | None = None  # asked shape/size/margins for a bank mask
+    mask_seed: int | None = None
+    reference: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def image_seed(base_seed: int, index: int, salt: int) -> int:
+    """A per-image seed that depends only on (run seed, image index)."""
+    return int(np.random.SeedSequence([base_seed, index, salt]).generate_state(1)[0] >> 1)
+
+
+def job_id(mode: str, label: str, index: int) -> str:
+    return f"{mode[:3]}-{label}-{index:06d}"
+
+
+def draw_background(records: list[MetadataRecord], seed: int, index: int) -> MetadataRecord:
+    rng = np.random.default_rng([seed, index, 31337])
+    return records[int(rng.integers(len(records)))]
+
+
+def plan_diversify(
+    source: TrainSource,
+    label: str,
+    count: int,
+    seed: int,
+    constraints: AttributeConstraints,
+    prompt_config: PromptConfig,
+) -> list[Job]:
+    """Prompts from the subtype's statistics; masks from the bank; real train background maps."""
+    stats = AttributeStats.from_records(source.records, label)
+    if stats.n_records == 0:
+        raise MetadataError(source.meta_file, f"no {label} image in the train split")
+    sampler = PromptSampler(stats, constraints, prompt_config)
+    jobs = []
+    for index, values in enumerate(sampler.combinations(count, seed)):
+        background = draw_background(source.records, seed, index)
+        jobs.append(
+            Job(
+                id=job_id("diversify", label, index),
+                index=index,
+                mode="diversify",
+                label=label,
+                seed=image_seed(seed, index, 1),
+                attributes=values,
+                text_nd=prompt_text(label, values),
+                text_bg=background.text_bg,
+                condition_BG=str(source.bg_path(background)),
+                # The background map is the real case this image leans on most.
+                case_id=background.case_id,
+                source_cases=[background.case_id],
+                mask_request={k: values[k] for k in MASK_ATTRIBUTES if k in values},
+                mask_seed=image_seed(seed, index, 2),
+            )
+        )
+    return jobs
+
+
+def select_references(
+    source: TrainSource, label: str, names: list[str] | None
+) -> list[MetadataRecord]:
+    """Train-split images of the subtype, or the named ones (which must be train and the label)."""
+    pool = source.of_label(label)
+    if not names:
+        if not pool:
+            raise MetadataError(source.meta_file, f"no {label} image in the train split")
+        return pool
+    by_name = {}
+    for record in source.records:
+        by_name[record.file_name] = record
+        by_name[record.stem] = record
+    chosen = []
+    for name in names:
+        record = by_name.get(name)
+        if record is None:
+            raise MetadataError(
+                source.meta_file,
+                f"reference {name!r} is not a train-split image (references must never come "
+                "from validation or test cases)",
+            )
+        if record.label != label:
+            raise MetadataError(
+                source.meta_file, f"reference {name!r} is {record.label}, not {label}"
+            )
+        chosen.append(record)
+    return chosen
+
+
+def plan_reference(
+    source: TrainSource,
+    label: str,
+    count: int,
+    seed: int,
+    constraints: AttributeConstraints,
+    references: list[str] | None = None,
+    foreground: str = "keep",
+    background: str = "keep",
+) -> list[Job]:
+    """img2img from train-split images of the subtype with their own conditions and text.
+
+    `foreground`/`background` = "bank" replace that branch's condition (and for the background
+    its text) with a draw from the banks; fixed attributes override the reference's words.
+    """
+    for name, value in (("foreground", foreground), ("background", background)):
+        if value not in BRANCH_CHOICES:
+            raise AttributeSpecError(f"{name} must be one of {BRANCH_CHOICES}, got {value!r}")
+    if constraints.excluded:
+        raise AttributeSpecError("--exclude applies to diversify mode; use --fix to override")
+    for name, values in constraints.fixed.items():
+        if len(values) != 1:
+            raise AttributeSpecError(f"reference mode needs one value for --fix {name}")
+    changes_mask = [n for n in MASK_ATTRIBUTES if n in constraints.fixed]
+    if changes_mask and foreground == "keep":
+        raise AttributeSpecError(
+            f"--fix {', '.join(changes_mask)} changes the nodule outline: use --foreground bank"
+        )
+    chosen = select_references(source, label, references)
+    jobs = []
+    for index in range(count):
+        ref = chosen[index % len(chosen)]
+        values = attribute_dict(ref)
+        values.update({name: vals[0] for name, vals in constraints.fixed.items()})
+        text_nd = prompt_text(label, values) if constraints.fixed else ref.text_nd
+        bg_record = ref if background == "keep" else draw_background(source.records, seed, index)
+        cases = sorted({ref.case_id, bg_record.case_id})
+        job = Job(
+            id=job_id("reference", label, index),
+            index=index,
+            mode="reference",
+            label=label,
+            seed=image_seed(seed, index, 1),
+            attributes=values,
+            text_nd=text_nd,
+            text_bg=bg_record.text_bg,
+            condition_BG=str(source.bg_path(bg_record)),
+            case_id=ref.case_id,
+            source_cases=cases,
+            reference=str(source.image_path(ref)),
+        )
+        if foreground == "keep":
+            job.condition_FG = str(source.fg_path(ref))
+        else:
+            job.mask_request = {k: values[k] for k in MASK_ATTRIBUTES if k in values}
+            job.mask_seed = image_seed(seed, index, 2)
+        jobs.append(job)
+    return jobs

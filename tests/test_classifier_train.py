@@ -1,0 +1,147 @@
+"""Classifier training: model selection never reads test labels, exact resume, and the
+experiment CLI end to end (tiny resnet18 at 32 px, 1–3 epochs)."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import classifier.train as train_module
+from classifier.cli import main
+from classifier.config import DataConfig, EvalConfig, ExperimentConfig, ModelConfig, TrainConfig
+from classifier.experiment import run_experiment
+from classifier.layout import read_layout
+from classifier.toydata import build_toy_layout, build_toy_manifest
+from classifier.train import train_classifier
+
+SUBTYPE = "FTC"
+TINY = TrainConfig(epochs=2, batch_size=16, patience=5, progress=False, lr=1e-3)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from intra-op threads; on a shared CPU they lose a lot."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def croot(tmp_path_factory):
+    return build_toy_layout(tmp_path_factory.mktemp("croot"), SUBTYPE, size=32)
+
+
+def _weights(folder):
+    return load_file(str(folder / "best" / "model.safetensors"))
+
+
+def test_model_selection_ignores_test_labels(tmp_path, croot):
+    """Swapping test/0 and test/1 (poisoned labels) must not change the selected checkpoint,
+    only the test metrics; a selection that peeked at test labels would pick differently."""
+    poisoned = tmp_path / "poisoned"
+    shutil.copytree(croot, poisoned)
+    test_dir = poisoned / SUBTYPE / "test"
+    (test_dir / "0").rename(test_dir / "tmp")
+    (test_dir / "1").rename(test_dir / "0")
+    (test_dir / "tmp").rename(test_dir / "1")
+    results = {}
+    for name, root in (("clean", croot), ("poisoned", poisoned)):
+        config = ExperimentConfig(
+            data=DataConfig(str(root), SUBTYPE, 32, channels_last=False),
+            model=ModelConfig("resnet18"),
+            train=TINY,
+            eval=EvalConfig(n_bootstrap=50),
+            arms=("real",),
+            seeds=(0,),
+            run_dir=str(tmp_path / name),
+        )
+        results[name] = run_experiment(config)["runs"]["real"][0]
+    clean = _weights(tmp_path / "clean" / SUBTYPE / "real" / "seed_0")
+    dirty = _weights(tmp_path / "poisoned" / SUBTYPE / "real" / "seed_0")
+    assert results["clean"]["best_epoch"] == results["poisoned"]["best_epoch"]
+    assert results["clean"]["threshold"] == results["poisoned"]["threshold"]
+    assert all(torch.equal(clean[k], dirty[k]) for k in clean)
+    # the poisoning is visible where it should be: on the test metrics only
+    assert results["poisoned"]["auc"] == pytest.approx(1 - results["clean"]["auc"])
+
+
+def test_training_needs_no_test_split(tmp_path, croot):
+    no_test = tmp_path / "no_test"
+    shutil.copytree(croot, no_test)
+    shutil.rmtree(no_test / SUBTYPE / "test")
+    args = ["train", "--croot", str(no_test), "--subtype", SUBTYPE, "--image-size", "32"]
+    args += ["--arch", "resnet18", "--epochs", "1", "--batch-size", "8", "--no-progress"]
+    code = main([*args, "--run-dir", str(tmp_path / "run")])
+    assert code == 0 and (tmp_path / "run" / "best" / "model.safetensors").is_file()
+
+
+def test_resume_is_exact(tmp_path, croot, monkeypatch):
+    layout = read_layout(croot, SUBTYPE, ("train", "valid"))
+    data = DataConfig(str(croot), SUBTYPE, 32)
+    model = ModelConfig("resnet18")
+    config = TrainConfig(**{**TINY.__dict__, "epochs": 2, "augmentation": "strong"})
+    straight = train_classifier(
+        layout["train"], layout["valid"], tmp_path / "a", model, config, data
+    )
+
+    original = train_module._save_state
+
+    def crash_after_first_epoch(accelerator, run_dir, state):
+        original(accelerator, run_dir, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_save_state", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(layout["train"], layout["valid"], tmp_path / "b", model, config, data)
+    monkeypatch.setattr(train_module, "_save_state", original)
+    resumed = train_classifier(
+        layout["train"], layout["valid"], tmp_path / "b", model, config, data
+    )
+    assert len(resumed.history) == 2
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
+    final_a = load_file(str(tmp_path / "a" / "checkpoint" / "model.safetensors"))
+    final_b = load_file(str(tmp_path / "b" / "checkpoint" / "model.safetensors"))
+    assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+def test_experiment_cli_report_and_matched_arms(tmp_path, croot):
+    unfiltered = build_toy_manifest(tmp_path / "gen", SUBTYPE, (0, 6), size=32, seed=7)
+    filtered = build_toy_manifest(tmp_path / "filt", SUBTYPE, (0, 8), 32, 8, kept_fraction=0.7)
+    run_dir = tmp_path / "exp"
+    args = ["experiment", "--croot", str(croot), "--subtype", SUBTYPE, "--image-size", "32"]
+    args += ["--arch", "resnet18", "--epochs", "1", "--batch-size", "16", "--no-progress"]
+    args += ["--seeds", "1", "--n-bootstrap", "50", "--run-dir", str(run_dir)]
+    args += ["--arms", "real", "dup_real", "synthetic", "synthetic_filtered"]
+    args += ["--unfiltered-manifest", str(unfiltered), "--filtered-manifest", str(filtered)]
+    code = main(args)
+    assert code == 0
+    root = run_dir / SUBTYPE
+    results = json.loads((root / "results.json").read_text())
+    assert set(results["arms"]) == {"real", "dup_real", "synthetic", "synthetic_filtered"}
+    assert "delta_auc" not in results["arms"]["real"]
+    for arm, row in results["arms"].items():
+        assert row["auc_low"] <= row["auc"] <= row["auc_high"] and row["n_seeds"] == 1
+        if arm != "real":
+            assert row["delta_low"] <= row["delta_auc"] <= row["delta_high"]
+    added = {
+        arm: {
+            k: v
+            for k, v in json.loads((root / arm / "seed_1" / "composition.json").read_text()).items()
+            if not k.startswith("real")
+        }
+        for arm in ("dup_real", "synthetic", "synthetic_filtered")
+    }
+    count = results["setup"]["extra_per_class"]["1"]
+    assert added == {
+        "dup_real": {"duplicate_1": count},
+        "synthetic": {"synthetic_1": count},
+        "synthetic_filtered": {"synthetic_1": count},
+    }
+    report = (root / "report.md").read_text()
+    assert "3 real + duplicated real (count-matched)" in report and "95% CI" in report
+    assert (root / "report.html").is_file() and (root / "figures" / "roc_arms.png").is_file()
+    for arm in results["arms"]:
+        assert f"figures/roc_{arm}.png" in report

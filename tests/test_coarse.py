@@ -1,0 +1,186 @@
+"""Coarse stage end to end on a tiny phantom: train, save, load, resume exactly, fail clearly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file
+
+from generation.coarse import train as coarse_train
+from generation.coarse.cli import config_from_args
+from generation.coarse.config import CoarseConfig, CoarseConfigError
+from generation.models import PipelineFolderError
+from generation.training.checkpoint import list_checkpoints
+from generation.training.guard import NonFiniteLossError
+from metadata.importers.phantom import build_phantom_dataset
+
+TINY = {
+    "vae_block_out_channels": [16, 16],
+    "vae_norm_num_groups": 8,
+    "unet_block_out_channels": [16, 32, 32],
+    "unet_attention_head_dim": 8,
+    "unet_norm_num_groups": 8,
+    "text_hidden_size": 32,
+    "text_num_layers": 1,
+    "text_intermediate_size": 64,
+}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("coarse")
+    build_phantom_dataset(root / "data", n_images=12, size=32, seed=3)
+    (root / "tiny.json").write_text(json.dumps(TINY))
+    return root
+
+
+def tiny_config(workspace: Path, output: str, **overrides) -> CoarseConfig:
+    values = {
+        "train_data_dir": str(workspace / "data"),
+        "output_dir": str(workspace / output),
+        "tiny_config_file": str(workspace / "tiny.json"),
+        "resolution": 32,
+        "autoencoder_crop_size": 16,
+        "autoencoder_steps": 3,
+        "autoencoder_batch_size": 4,
+        "train_batch_size": 4,
+        "max_train_steps": 6,
+        "learning_rate": 1e-3,
+        "lr_warmup_steps": 2,
+        "checkpointing_steps": 2,
+        "checkpoints_total_limit": 2,
+        "validation_steps": 100,
+        "validation_prompts": ["benign, solid, taller-than-wide"],
+        "validation_seeds": [0],
+        "validation_inference_steps": 2,
+        "report_to": "none",
+        "cpu_threads": 1,
+    }
+    values.update(overrides)
+    return CoarseConfig(**values)
+
+
+def weights(folder: Path, component: str) -> dict[str, torch.Tensor]:
+    return load_file(str(next((folder / component).glob("*.safetensors"))))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(workspace) -> Path:
+    return coarse_train.train_coarse(tiny_config(workspace, "full"))
+
+
+def test_end_to_end_output_loads(uninterrupted, workspace):
+    pipe = StableDiffusionPipeline.from_pretrained(uninterrupted, local_files_only=True)
+    image = pipe(
+        "benign, solid, wider-than-tall",
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
+    assert image.shape == (1, 32, 32, 3)
+    # Retention: limit 2 of checkpoints 2, 4, 6; stage-0 autoencoder kept; validation grid.
+    assert [p.name for p in list_checkpoints(uninterrupted)] == ["checkpoint-4", "checkpoint-6"]
+    assert json.loads((uninterrupted / "autoencoder" / "fit_metrics.json").read_text())["steps"]
+    assert (uninterrupted / "validation" / "step-000006.png").is_file()
+    # The text encoder was trained (tiny default): it differs from a fresh seeded one.
+    run = json.loads((uninterrupted / "tiger_coarse.json").read_text())
+    assert run["config"]["train_text_encoder"] is None and run["prediction_type"] == "epsilon"
+    initial = tiny_config(workspace, "unused")
+    torch.manual_seed(initial.seed)
+    from generation.models import build_tiny_components
+
+    fresh = build_tiny_components(coarse_train.load_tiny_config(initial)).text_encoder
+    trained = pipe.text_encoder.state_dict()
+    changed = [k for k, v in fresh.state_dict().items() if not torch.equal(v, trained[k])]
+    assert changed
+
+
+def test_kill_and_resume_equals_uninterrupted(uninterrupted, workspace):
+    config = tiny_config(workspace, "killed")
+
+    def kill_at_step_3(step: int) -> None:
+        if step == 3:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        coarse_train.train_coarse(config, step_callback=kill_at_step_3)
+    assert not (workspace / "killed" / "model_index.json").exists()
+    assert [p.name for p in list_checkpoints(workspace / "killed")] == ["checkpoint-2"]
+    resumed = coarse_train.train_coarse(
+        tiny_config(workspace, "killed", resume_from_checkpoint="latest")
+    )
+    for component in ("unet", "text_encoder"):
+        ours, reference = weights(resumed, component), weights(uninterrupted, component)
+        assert ours.keys() == reference.keys()
+        for key in reference:
+            assert torch.equal(ours[key], reference[key]), f"{component}.{key} differs"
+
+
+def test_resume_with_changed_batch_size_is_refused(uninterrupted, workspace):
+    target = workspace / "changed"
+    shutil.copytree(uninterrupted / "checkpoint-4", target / "checkpoint-4")
+    shutil.copytree(uninterrupted / "autoencoder", target / "autoencoder")
+    config = tiny_config(workspace, "changed", resume_from_checkpoint="latest", train_batch_size=2)
+    with pytest.raises(ValueError, match="train_batch_size: 4 -> 2"):
+        coarse_train.train_coarse(config)
+
+
+def test_nan_loss_stops_with_checkpoint_intact(workspace, monkeypatch):
+    real_loss = coarse_train.diffusion_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(coarse_train, "diffusion_loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match="checkpoint-2"):
+        coarse_train.train_coarse(tiny_config(workspace, "nan"))
+    assert [p.name for p in list_checkpoints(workspace / "nan")] == ["checkpoint-2"]
+    assert not (workspace / "nan" / "model_index.json").exists()
+
+
+def test_lora_on_pretrained_folder_is_merged(uninterrupted, workspace):
+    config = tiny_config(
+        workspace,
+        "lora",
+        pretrained_model_name_or_path=str(uninterrupted),
+        use_lora=True,
+        lora_rank=4,
+        max_train_steps=2,
+        learning_rate=1e-2,
+        cache_latents=False,
+        center_crop=False,
+    )
+    output = coarse_train.train_coarse(config)
+    tuned, base = weights(output, "unet"), weights(uninterrupted, "unet")
+    assert tuned.keys() == base.keys(), "saved UNet must be plain diffusers weights (merged)"
+    assert any(not torch.equal(tuned[k], base[k]) for k in base)
+    assert weights(output, "text_encoder").keys() == weights(uninterrupted, "text_encoder").keys()
+    assert StableDiffusionPipeline.from_pretrained(output, local_files_only=True) is not None
+
+
+def test_bad_configs_name_the_problem(workspace, tmp_path):
+    with pytest.raises(CoarseConfigError, match="--train_data_dir"):
+        CoarseConfig(output_dir="x").validate()
+    with pytest.raises(CoarseConfigError, match="--lr_scheduler"):
+        tiny_config(workspace, "bad", lr_scheduler="sometimes").validate()
+    with pytest.raises(CoarseConfigError, match="--use_lora"):
+        tiny_config(workspace, "bad", use_lora=True).validate()
+    with pytest.raises(CoarseConfigError, match="--caption_dropout"):
+        tiny_config(workspace, "bad", caption_dropout=1.5).validate()
+    bad_file = tmp_path / "run.json"
+    bad_file.write_text(json.dumps({"train_data_dir": "d", "output_dir": "o", "lr": 1}))
+    with pytest.raises(CoarseConfigError, match=f"{bad_file}.*unknown option"):
+        CoarseConfig.from_file(bad_file)
+    with pytest.raises(SystemExit):
+        config_from_args(["--train_data_dir", "d", "--output_dir", "o", "--use_ema", "maybe"])
+    missing = tiny_config(workspace, "bad", pretrained_model_name_or_path=str(tmp_path / "none"))
+    with pytest.raises(PipelineFolderError, match="no such folder"):
+        coarse_train.train_coarse(missing)

@@ -1,0 +1,194 @@
+"""Filtering rules, the filtered manifest and report, and clear errors on corrupted inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from generation.filtering import cli
+from generation.filtering.commands import run_filter
+from generation.filtering.images import open_rgb
+from generation.filtering.manifest import read_manifest
+from generation.filtering.select import (
+    CLIP_QUANTILE,
+    CLIP_THRESHOLD,
+    MOSO_PRUNED,
+    FilterConfig,
+    select,
+)
+from generation.filtering.standin import add_corruptions, manifest_row
+from metadata.atomic import save_png, write_jsonl
+from metadata.records import MetadataError
+
+LABELS = ["FTC"] * 6 + ["MTC"] * 4
+CLIP = np.array([10, 50, 30, 40, 20, 60, 5, 70, 80, 90], dtype=float)
+MOSO = np.array([0.6, 0.1, 0.5, 0.2, 0.3, 0.4, 0.9, 0.8, 0.7, 0.1])
+
+
+def test_clip_threshold_drops_only_scores_below_it():
+    reasons = select(LABELS, CLIP, MOSO, FilterConfig(clip_threshold=30.0))
+    dropped = [i for i, r in enumerate(reasons) if r]
+    assert dropped == [0, 4, 6] and {reasons[i] for i in dropped} == {CLIP_THRESHOLD}
+
+
+def test_clip_quantile_is_applied_within_each_class():
+    reasons = select(LABELS, CLIP, MOSO, FilterConfig(clip_quantile=0.5))
+    # FTC: 6 images -> lowest 3 (10, 20, 30); MTC: 4 images -> lowest 2 (5, 70)
+    assert [i for i, r in enumerate(reasons) if r] == [0, 2, 4, 6, 7]
+    assert all(r == CLIP_QUANTILE for r in reasons if r)
+
+
+def test_moso_prunes_lowest_per_class_among_clip_survivors():
+    reasons = select(LABELS, CLIP, MOSO, FilterConfig(clip_threshold=15.0, moso_prune_ratio=0.5))
+    # FTC survivors 1..5 (5 images) -> floor(2.5)=2 lowest MoSo: 1 (0.1), 3 (0.2)
+    # MTC survivors 7,8,9 -> floor(1.5)=1 lowest MoSo: 9 (0.1)
+    assert reasons[0] == CLIP_THRESHOLD and reasons[6] == CLIP_THRESHOLD
+    assert [i for i, r in enumerate(reasons) if r == MOSO_PRUNED] == [1, 3, 9]
+    kept = [i for i, r in enumerate(reasons) if not r]
+    assert kept == [2, 4, 5, 7, 8]
+
+
+def test_filter_config_rejects_contradictions():
+    with pytest.raises(ValueError, match="not both"):
+        FilterConfig(clip_threshold=1.0, clip_quantile=0.1)
+    with pytest.raises(ValueError, match="moso_prune_ratio"):
+        FilterConfig(moso_prune_ratio=1.0)
+
+
+def write_gen(folder: Path, n: int = 6) -> Path:
+    rng = np.random.default_rng(0)
+    rows = []
+    for k in range(n):
+        label = "FTC" if k % 2 else "MTC"
+        row = manifest_row(f"img{k}", label, f"malignant, {label}, solid", "bright")
+        save_png(folder / row["file_name"], rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
+        rows.append(row)
+    write_jsonl(folder / "manifest.jsonl", rows)
+    return folder / "manifest.jsonl"
+
+
+def write_scores(path: Path, key: str, values: dict) -> Path:
+    write_jsonl(path, ({"id": k, key: v} for k, v in values.items()))
+    return path
+
+
+def test_filter_writes_manifest_with_scores_and_report(tmp_path):
+    manifest = write_gen(tmp_path / "gen")
+    clip = write_scores(tmp_path / "c.jsonl", "clip_score", {f"img{k}": 10.0 * k for k in range(6)})
+    moso = write_scores(tmp_path / "m.jsonl", "moso_score", {f"img{k}": -k for k in range(6)})
+    out = tmp_path / "filtered"
+    summary = run_filter(
+        manifest, out, FilterConfig(clip_threshold=15, moso_prune_ratio=0.5), clip, moso
+    )
+    rows = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"img{k}" for k in range(6)]
+    for row in rows:
+        assert {"clip_score", "moso_score", "kept", "drop_reason"} <= set(row)
+        assert Path(row["file_name"]).is_absolute() and Path(row["file_name"]).is_file()
+        assert row["kept"] == (row["drop_reason"] == "")
+    reasons = {r["id"]: r["drop_reason"] for r in rows}
+    # img0, img1 below 15; MTC survivors img2, img4 -> prune img4 (lowest MoSo); FTC: img3, img5
+    assert reasons == {
+        "img0": CLIP_THRESHOLD,
+        "img1": CLIP_THRESHOLD,
+        "img2": "",
+        "img3": "",
+        "img4": MOSO_PRUNED,
+        "img5": MOSO_PRUNED,
+    }
+    assert summary["kept"] == 2
+    assert "moso_pruned" in (out / "report.md").read_text()
+    assert json.loads((out / "report.json").read_text())["total"] == 6
+
+
+def test_cli_filter_runs_end_to_end(tmp_path, capsys):
+    manifest = write_gen(tmp_path / "gen")
+    clip = write_scores(tmp_path / "c.jsonl", "clip_score", {f"img{k}": 10.0 * k for k in range(6)})
+    cli.main(
+        [
+            "filter",
+            "--manifest",
+            str(manifest.parent),
+            "--out",
+            str(tmp_path / "f"),
+            "--clip-scores",
+            str(clip),
+            "--clip-quantile",
+            "0.34",
+        ]
+    )
+    assert "kept 4 of 6" in capsys.readouterr().out
+
+
+def test_corruptions_are_labelled_and_readable(tmp_path):
+    write_gen(tmp_path / "gen", n=8)
+    rows = add_corruptions(tmp_path / "gen", wrong_class=2, noise=2, duplicates=2, seed=1)
+    images = read_manifest(tmp_path / "gen")
+    assert len(images) == 14
+    kinds = [r.get("corruption", "") for r in rows]
+    assert kinds.count("wrong_class") == kinds.count("noise") == kinds.count("duplicate") == 2
+    by_id = {im.id: im for im in images}
+    for row in rows:
+        if row["corruption"] == "duplicate":
+            original = by_id[row["reference"]]
+            assert open_rgb(by_id[row["id"]].path).tobytes() == open_rgb(original.path).tobytes()
+        if row["corruption"] == "wrong_class":
+            assert row["label"] != by_id[row["reference"]].label
+
+
+# ---- corrupted inputs: every error names the file (and line) ----
+
+
+def test_missing_manifest_key_names_file_and_line(tmp_path):
+    manifest = write_gen(tmp_path / "gen")
+    lines = manifest.read_text().splitlines()
+    row = json.loads(lines[2])
+    del row["label"]
+    lines[2] = json.dumps(row)
+    manifest.write_text("\n".join(lines) + "\n")
+    with pytest.raises(MetadataError, match=r"manifest\.jsonl:3: missing key\(s\) label"):
+        read_manifest(manifest)
+
+
+def test_malformed_json_and_duplicate_ids_are_reported(tmp_path):
+    manifest = write_gen(tmp_path / "gen")
+    text = manifest.read_text()
+    manifest.write_text(text + "{not json\n")
+    with pytest.raises(MetadataError, match=r"manifest\.jsonl:7: malformed JSON"):
+        read_manifest(manifest)
+    first = text.splitlines()[0]
+    manifest.write_text(text + first + "\n")
+    with pytest.raises(MetadataError, match=r":7: duplicate id 'img0' \(first on line 1\)"):
+        read_manifest(manifest)
+
+
+def test_missing_manifest_is_reported(tmp_path):
+    with pytest.raises(MetadataError, match="synthetic manifest not found"):
+        read_manifest(tmp_path / "nowhere")
+
+
+def test_unreadable_image_names_the_file(tmp_path):
+    manifest = write_gen(tmp_path / "gen")
+    broken = read_manifest(manifest)[1].path
+    broken.write_bytes(b"this is not a png")
+    with pytest.raises(MetadataError, match=rf"{broken.name}: unreadable image"):
+        open_rgb(broken)
+    broken.unlink()
+    with pytest.raises(MetadataError, match=rf"{broken.name}: image file not found"):
+        open_rgb(broken)
+
+
+def test_missing_scores_fail_before_anything_is_written(tmp_path):
+    manifest = write_gen(tmp_path / "gen")
+    clip = write_scores(tmp_path / "c.jsonl", "clip_score", {"img0": 1.0})
+    out = tmp_path / "filtered"
+    with pytest.raises(MetadataError, match=r"c\.jsonl: no score for 5 id\(s\)"):
+        run_filter(manifest, out, FilterConfig(clip_threshold=1.0), clip, None)
+    assert not (out / "manifest.jsonl").exists()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "img0", "clip_score": "high"}\n')
+    with pytest.raises(MetadataError, match=r"bad\.jsonl:1: bad score row"):
+        run_filter(manifest, out, FilterConfig(clip_threshold=1.0), bad, None)

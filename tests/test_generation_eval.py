@@ -1,0 +1,112 @@
+"""Evaluation of generated images: the attribute features, the probe and the memorization check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from generation.inference.agreement import AttributeProbe, agreement, nodule_features
+from generation.inference.attributes import AttributeConstraints, AttributeStats
+from generation.inference.memorization import TrainIndex, check_images, ssim
+from generation.inference.prompts import PromptConfig, PromptSampler
+from metadata.records import MetadataRecord
+
+
+def speckle_frame(rng, inside_level: float, size: int = 64, tall: bool = False):
+    """A noisy frame with an elliptic nodule darker or brighter than the tissue around it."""
+    y, x = np.mgrid[:size, :size]
+    a, b = (14, 8) if tall else (8, 14)
+    mask = ((y - 32) / a) ** 2 + ((x - 32) / b) ** 2 <= 1
+    image = rng.normal(120, 12, (size, size))
+    image[mask] = rng.normal(inside_level, 12, mask.sum())
+    return np.clip(image, 0, 255), mask
+
+
+def test_features_read_echogenicity_and_shape():
+    rng = np.random.default_rng(0)
+    features, echo, shape = [], [], []
+    for i in range(40):
+        dark, tall = i % 2 == 0, (i // 2) % 2 == 0
+        image, mask = speckle_frame(rng, 60 if dark else 175, tall=tall)
+        features.append(nodule_features(image, mask))
+        echo.append("hypoechoic" if dark else "hyperechoic")
+        shape.append("taller-than-wide" if tall else "wider-than-tall")
+    features = np.stack(features)
+    # Inside-minus-ring median (in ring spreads) has the sign of the echogenicity.
+    assert all((f[2] < 0) == (e == "hypoechoic") for f, e in zip(features, echo, strict=True))
+    probe = AttributeProbe().fit(
+        features[:30],
+        {"echogenicity": echo[:30], "shape": shape[:30]},
+        features[30:],
+        {"echogenicity": echo[30:], "shape": shape[30:]},
+    )
+    assert probe.held_out_accuracy["echogenicity"]["accuracy"] == 1.0
+    report = agreement(probe, features[30:], {"echogenicity": echo[30:], "shape": shape[30:]})
+    assert report["echogenicity"]["agreement"] == 1.0
+    assert report["echogenicity"]["shuffled_prompt_control"] < 0.8
+    flipped = ["hyperechoic" if e == "hypoechoic" else "hypoechoic" for e in echo[30:]]
+    assert (
+        agreement(probe, features[30:], {"echogenicity": flipped})["echogenicity"]["agreement"]
+        == 0.0
+    )
+
+
+def test_memorization_flags_copies_not_new_images(tmp_path: Path):
+    rng = np.random.default_rng(1)
+    train = []
+    for i in range(6):
+        image, _ = speckle_frame(rng, 60 + 20 * i)
+        path = tmp_path / f"train{i}.png"
+        Image.fromarray(image.astype(np.uint8)).save(path)
+        train.append(path)
+    index = TrainIndex(train, 64, cases=[f"case{i}" for i in range(6)])
+    grey = np.asarray(Image.open(train[3]), dtype=np.float64)
+    assert ssim(grey, grey) == pytest.approx(1.0)
+    copy = tmp_path / "copy.png"
+    Image.fromarray(np.clip(grey + rng.normal(0, 2, grey.shape), 0, 255).astype(np.uint8)).save(
+        copy
+    )
+    new = tmp_path / "new.png"
+    Image.fromarray(speckle_frame(rng, 90)[0].astype(np.uint8)).save(new)
+    rows, summary = check_images(index, [copy, new], threshold=0.6, references=[None, None])
+    assert rows[0]["near_copy"] and rows[0]["nearest"] == str(train[3])
+    assert not rows[1]["near_copy"] and rows[1]["ssim"] < 0.6
+    assert summary["fraction_flagged"] == 0.5 == summary["fraction_flagged_unexplained"]
+    assert summary["fraction_duplicates"] == 0.5
+    # The same copy made from case3's own conditions is flagged but explained by them.
+    _, conditioned = check_images(index, [copy], 0.6, [None], source_cases=[["case3"]])
+    assert conditioned["fraction_flagged"] == 1.0
+    assert conditioned["fraction_flagged_unexplained"] == 0.0
+
+
+def record(label: str, **attributes) -> MetadataRecord:
+    return MetadataRecord("x.png", "fg.png", "bg.png", "t", "", label=label, attributes=attributes)
+
+
+def test_prompt_sampler_follows_statistics_constraints_and_prefixes():
+    records = [record("FTC", echogenicity="isoechoic", shape="wider-than-tall")] * 9
+    records += [record("FTC", echogenicity="hypoechoic", shape="taller-than-wide")]
+    records += [record("benign", echogenicity="hyperechoic", shape="wider-than-tall")]
+    stats = AttributeStats.from_records(records, "FTC")
+    sampler = PromptSampler(stats, AttributeConstraints(), PromptConfig())
+    draws = sampler.combinations(400, seed=0)
+    share = np.mean([d["echogenicity"] == "isoechoic" for d in draws])
+    assert 0.8 < share < 0.95  # 9.5 / 10.5 with the pseudo-count
+    assert {d["echogenicity"] for d in draws} <= {"isoechoic", "hypoechoic"}  # subtype support
+    assert sampler.combinations(50, seed=0) == draws[:50]
+    constrained = PromptSampler(
+        stats,
+        AttributeConstraints.from_cli(["shape=taller-than-wide"], ["echogenicity=isoechoic"]),
+        PromptConfig(support="dataset"),
+    )
+    for draw in constrained.combinations(50, seed=1):
+        assert draw["shape"] == "taller-than-wide" and draw["echogenicity"] != "isoechoic"
+    grid = PromptSampler(stats, AttributeConstraints(), PromptConfig(strategy="grid"))
+    cells = {tuple(sorted(d.items())) for d in grid.combinations(4, seed=0)}
+    assert len(cells) == 4  # 2 echogenicities x 2 shapes, each once
+    pushed = PromptSampler(stats, AttributeConstraints(), PromptConfig(novelty_candidates=8))
+    novel = np.mean([d["echogenicity"] == "isoechoic" for d in pushed.combinations(400, 0)])
+    assert novel < share  # the push favours the under-represented combinations
