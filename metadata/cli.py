@@ -11,6 +11,15 @@ from generation.offline import enforce_offline
 from metadata.records import MetadataError
 
 
+def parse_prevalence(text: str) -> dict[str, float]:
+    """'benign=0.7,FTC=0.1' -> {'benign': 0.7, 'FTC': 0.1}."""
+    try:
+        pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+        return {name.strip(): float(value) for name, value in pairs}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected CLASS=WEIGHT,..., got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tiger-metadata", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -21,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--size", type=int, default=128)
     phantom.add_argument("--seed", type=int, default=0)
     phantom.add_argument("--difficulty", type=float, default=None)
+    phantom.add_argument(
+        "--prevalence", type=parse_prevalence, default=None, help="e.g. benign=0.7,FTC=0.1,..."
+    )
 
     ddti = commands.add_parser("ddti", help="import DDTI (../shared/data/ddti layout)")
     ddti.add_argument("--src", type=Path, required=True)
@@ -50,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--test-fraction", type=float, default=0.15)
     export.add_argument("--splits", type=Path, default=None, help="reuse a splits.json")
 
+    subset = commands.add_parser("subset", help="only the cases of some splits (train only)")
+    subset.add_argument("dataset", type=Path)
+    subset.add_argument("--splits", type=Path, required=True, help="classifier splits.json")
+    subset.add_argument("--out", type=Path, required=True)
+    subset.add_argument("--keep", nargs="+", default=["train"], choices=["train", "valid", "test"])
+    subset.add_argument("--no-unassigned", action="store_true", help="drop unlabelled records")
+
     grid = commands.add_parser("grid", help="picture grid of samples per class")
     grid.add_argument("dataset", type=Path)
     grid.add_argument("--out", type=Path, required=True)
@@ -63,9 +82,12 @@ def run(args: argparse.Namespace) -> str:
         from metadata.importers.phantom import build_phantom_dataset
         from metadata.phantom import PhantomConfig
 
-        config = PhantomConfig(size=args.size, seed=args.seed)
+        options: dict = {"size": args.size, "seed": args.seed}
         if args.difficulty is not None:
-            config = PhantomConfig(size=args.size, seed=args.seed, difficulty=args.difficulty)
+            options["difficulty"] = args.difficulty
+        if args.prevalence is not None:
+            options["prevalence"] = args.prevalence
+        config = PhantomConfig(**options)
         return str(build_phantom_dataset(args.out, args.n_images, config=config))
     if args.command == "ddti":
         from metadata.importers.ddti import import_ddti
@@ -92,6 +114,14 @@ def run(args: argparse.Namespace) -> str:
         config = SplitConfig(args.valid_fraction, args.test_fraction, args.seed)
         override = load_split_override(args.splits) if args.splits else None
         return str(export_classifier_layout(args.dataset, args.out, config, override))
+    if args.command == "subset":
+        from metadata.subset import write_split_subset
+
+        return str(
+            write_split_subset(
+                args.dataset, args.splits, args.out, tuple(args.keep), not args.no_unassigned
+            )
+        )
     if args.command == "grid":
         from metadata.grid import save_class_grid
 

@@ -1,0 +1,103 @@
+"""`tiger`: run the whole pipeline from one config, or rebuild a run's report.
+
+tiger run                          # the quick profile on the built-in phantom, CPU
+tiger run --data ddti              # the same on DDTI (../shared/data/ddti)
+tiger run --profile gpu --pretrained /models/sd-2-1 --data /data/my_tiger_dataset
+tiger run --config my.yaml --set generation.diversify=64
+tiger config --profile long        # print the resolved config (a starting point to edit)
+tiger report runs/tiger            # rebuild the report of a finished run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from scripts.pipeline.config import PROFILES, PipelineConfigError, load_config
+
+
+def parse_set(items: list[str]) -> dict:
+    """['generation.diversify=64', 'subtypes=[FTC]'] -> nested dict (values parsed as YAML)."""
+    out: dict = {}
+    for item in items:
+        if "=" not in item:
+            raise PipelineConfigError(f"--set {item!r}: expected KEY=VALUE")
+        dotted, text = item.split("=", 1)
+        node = out
+        keys = dotted.split(".")
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = yaml.safe_load(text)
+    return out
+
+
+def overrides_from(args: argparse.Namespace) -> dict:
+    overrides = parse_set(args.set)
+    if args.data:
+        overrides.setdefault("data", {})["source"] = args.data
+        if args.data != "phantom" and "subtypes" not in overrides:
+            overrides["subtypes"] = []  # every task the dataset has
+    if args.run_dir:
+        overrides["run_dir"] = args.run_dir
+    if args.pretrained:
+        overrides["pretrained_model_name_or_path"] = args.pretrained
+    return overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tiger", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name in ("run", "config"):
+        sub = commands.add_parser(name)
+        sub.add_argument("--profile", default="quick", choices=sorted(PROFILES))
+        sub.add_argument("--config", type=Path, default=None, help="YAML or JSON pipeline config")
+        sub.add_argument("--data", default=None, help="phantom | ddti | a dataset folder")
+        sub.add_argument("--run-dir", default=None, help="default: runs/tiger (or the config's)")
+        sub.add_argument("--pretrained", default=None, help="local Stable Diffusion folder")
+        sub.add_argument("--set", nargs="*", default=[], help="KEY.SUB=VALUE overrides")
+    report = commands.add_parser("report")
+    report.add_argument("run_dir", type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from generation.offline import enforce_offline
+
+    try:
+        if args.command == "report":
+            from scripts.pipeline.report import write_report
+
+            enforce_offline(args.run_dir)
+            print(write_report(args.run_dir))
+            return 0
+        config = load_config(args.profile, args.config, overrides_from(args))
+        if args.run_dir is None and args.data and args.data != "phantom" and not args.config:
+            config.run_dir = f"runs/tiger-{Path(args.data).name}"
+        if args.command == "config":
+            print(json.dumps(config.to_dict(), indent=2))
+            return 0
+        from scripts.pipeline.report import write_report
+        from scripts.pipeline.runner import PipelineRunner
+
+        enforce_offline(config.run_dir)
+        PipelineRunner(config).run()
+        report = write_report(config.run_dir)
+        print(f"[tiger] report: {report}")
+        return 0
+    except PipelineConfigError as error:
+        print(f"tiger: config error: {error}", file=sys.stderr)
+        return 2
+    except RuntimeError as error:
+        print(f"tiger: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""The one config that drives the whole pipeline, and its built-in profiles.
+
+Each stage section is a dict of that stage's own CLI options (spelled as the stage's CLI spells
+them, without the leading dashes), so anything a stage can do, the pipeline config can ask for;
+the runner adds the paths. `classifier` is an `ExperimentConfig` dict (classifier/config.py).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DATA_SOURCES = ("phantom", "ddti")
+DEFAULT_DDTI = "../shared/data/ddti"
+
+
+class PipelineConfigError(ValueError):
+    """A bad pipeline config; names the file (when there is one) and the option."""
+
+
+@dataclass
+class DataSection:
+    """Where the real images come from: the phantom, DDTI, or a folder of ours / Tiger's."""
+
+    source: str = "phantom"  # phantom | ddti | a path (Tiger dataset or Tiger-style folder)
+    ddti_root: str = DEFAULT_DDTI
+    n_images: int = 600
+    size: int = 128
+    seed: int = 0
+    difficulty: float | None = None  # None: the phantom's calibrated default
+    prevalence: dict[str, float] | None = None  # None: the phantom's default (FTC, MTC rare)
+
+
+@dataclass
+class SplitSection:
+    """Case-level split shared by the classifier and (train part only) the generators."""
+
+    valid_fraction: float = 0.2
+    test_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclass
+class GenerationSection:
+    """Synthetic images per rare subtype and mode, and the sampler's options."""
+
+    diversify: int = 32
+    reference: int = 32
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)  # generation CLI flags (both modes)
+
+
+@dataclass
+class PipelineConfig:
+    profile: str = "quick"
+    run_dir: str = "runs/tiger"
+    subtypes: list[str] = field(default_factory=list)  # empty: every task in splits.json
+    cpu_threads: int = 0  # 0: torch's default; stages get it as their thread count
+    pretrained_model_name_or_path: str | None = None  # a local SD folder (GPU profile)
+    data: DataSection = field(default_factory=DataSection)
+    split: SplitSection = field(default_factory=SplitSection)
+    coarse: dict[str, Any] = field(default_factory=dict)
+    fine: dict[str, Any] = field(default_factory=dict)
+    generation: GenerationSection = field(default_factory=GenerationSection)
+    clip: dict[str, Any] = field(default_factory=dict)
+    moso: dict[str, Any] = field(default_factory=dict)
+    filter: dict[str, Any] = field(default_factory=dict)
+    classifier: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+SECTIONS = {"data": DataSection, "split": SplitSection, "generation": GenerationSection}
+
+# The tiny default on the phantom, CPU only. Stage-internal profiles (coarse/fine `profile`) are
+# those stages' own CPU profiles; everything else here is explicit.
+PROFILES: dict[str, dict] = {
+    "toy": {
+        "data": {
+            "n_images": 60,
+            "size": 64,
+            "prevalence": {"benign": 0.5, "PTC": 0.1, "FTC": 0.3, "MTC": 0.1},
+        },
+        "subtypes": ["FTC"],
+        "cpu_threads": 1,
+        "coarse": {
+            "resolution": 64,
+            "max_train_steps": 6,
+            "train_batch_size": 4,
+            "autoencoder_steps": 6,
+            "autoencoder_crop_size": 32,
+            "autoencoder_batch_size": 4,
+            "checkpointing_steps": 3,
+            "validation_steps": 6,
+            "validation_seeds": [0],
+            "validation_inference_steps": 2,
+            "report_to": "none",
+        },
+        "fine": {
+            "resolution": 64,
+            "max_train_steps": 4,
+            "train_batch_size": 4,
+            "checkpointing_steps": 2,
+            "validation_steps": 4,
+            "validation_inference_steps": 2,
+            "num_validation_items": 2,
+        },
+        "generation": {
+            "diversify": 4,
+            "reference": 4,
+            "options": {"steps": 3, "batch-size": 4, "resolution": 64},
+        },
+        "clip": {"epochs": 1, "image-size": 32, "batch-size": 16},
+        "moso": {"epochs": 2, "image-size": 32, "sampled-checkpoints": 2},
+        "filter": {"clip-quantile": 0.25, "moso-prune-ratio": 0.25},
+        "classifier": {
+            "data": {"image_size": 32},
+            "model": {"arch": "resnet18"},
+            "train": {"epochs": 1, "batch_size": 16, "progress": False},
+            "eval": {"n_bootstrap": 200},
+            "seeds": [0],
+        },
+    },
+    "quick": {
+        "cpu_threads": 2,
+        "coarse": {"profile": "quick"},
+        "fine": {"profile": "quick", "cpu_threads": 2},
+        "generation": {"diversify": 32, "reference": 32, "options": {"steps": 20}},
+        "clip": {"epochs": 10},
+        "moso": {"epochs": 8},
+        "filter": {"clip-quantile": 0.2, "moso-prune-ratio": 0.2},
+        "classifier": {
+            "data": {"image_size": 64},
+            "model": {"arch": "resnet50"},
+            "train": {"epochs": 6, "batch_size": 32, "lr": 1e-3, "patience": 3, "progress": False},
+            "seeds": [0],
+        },
+    },
+    "long": {
+        "cpu_threads": 2,
+        "data": {"n_images": 1200},
+        "coarse": {"profile": "long"},
+        "fine": {"profile": "long", "cpu_threads": 2},
+        "generation": {"diversify": 96, "reference": 96, "options": {"steps": 30}},
+        "clip": {"epochs": 30},
+        "moso": {"epochs": 12},
+        "filter": {"clip-quantile": 0.2, "moso-prune-ratio": 0.2},
+        "classifier": {
+            "data": {"image_size": 128},
+            "model": {"arch": "resnet50"},
+            "train": {"epochs": 20, "batch_size": 32, "lr": 1e-3, "patience": 6, "progress": False},
+            "seeds": [0, 1, 2],
+        },
+    },
+    # Real scale on one GPU from a local Stable Diffusion folder (set
+    # pretrained_model_name_or_path); sizes follow the paper's 512 px setting.
+    "gpu": {
+        "data": {"n_images": 2000, "size": 512},
+        "coarse": {
+            "resolution": 512,
+            "train_batch_size": 8,
+            "max_train_steps": 15000,
+            "learning_rate": 1e-5,
+            "mixed_precision": "bf16",
+            "allow_tf32": True,
+            "gradient_checkpointing": True,
+            "checkpointing_steps": 1000,
+            "validation_steps": 1000,
+        },
+        "fine": {
+            "resolution": 512,
+            "train_batch_size": 8,
+            "max_train_steps": 10000,
+            "learning_rate": 1e-5,
+            "mixed_precision": "bf16",
+            "allow_tf32": True,
+            "gradient_checkpointing": True,
+            "checkpointing_steps": 1000,
+            "validation_steps": 1000,
+        },
+        "generation": {
+            "diversify": 500,
+            "reference": 500,
+            "options": {"steps": 30, "precision": "bf16", "batch-size": 16, "resolution": 512},
+        },
+        "clip": {"epochs": 30, "image-size": 224, "device": "cuda"},
+        "moso": {"epochs": 12, "image-size": 128, "device": "cuda"},
+        "filter": {"clip-quantile": 0.2, "moso-prune-ratio": 0.2},
+        "classifier": {
+            "data": {"image_size": 224},
+            "model": {"arch": "resnet50"},
+            "train": {"epochs": 30, "batch_size": 64, "progress": False},
+            "seeds": [0, 1, 2],
+        },
+    },
+}
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Nested dict merge; dicts merge key by key, everything else is replaced."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def from_dict(values: dict, source: str = "config") -> PipelineConfig:
+    known = {f.name for f in fields(PipelineConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise PipelineConfigError(f"{source}: unknown option(s) {', '.join(unknown)}")
+    kwargs = dict(values)
+    for name, section in SECTIONS.items():
+        if name in kwargs:
+            section_known = {f.name for f in fields(section)}
+            bad = sorted(set(kwargs[name]) - section_known)
+            if bad:
+                raise PipelineConfigError(f"{source}: unknown {name} option(s) {', '.join(bad)}")
+            kwargs[name] = section(**kwargs[name])
+    config = PipelineConfig(**kwargs)
+    validate(config, source)
+    return config
+
+
+def validate(config: PipelineConfig, source: str) -> None:
+    if config.profile not in PROFILES:
+        raise PipelineConfigError(f"{source}: profile {config.profile!r} not in {list(PROFILES)}")
+    data = config.data
+    if data.source not in DATA_SOURCES and not Path(data.source).exists():
+        raise PipelineConfigError(
+            f"{source}: data.source {data.source!r} is neither {DATA_SOURCES} "
+            "nor an existing folder"
+        )
+    if data.source == "ddti" and not Path(data.ddti_root).is_dir():
+        raise PipelineConfigError(f"{source}: data.ddti_root {data.ddti_root} is not a folder")
+    if data.n_images < 8:
+        raise PipelineConfigError(f"{source}: data.n_images must be >= 8, got {data.n_images}")
+    if config.generation.diversify < 0 or config.generation.reference < 0:
+        raise PipelineConfigError(f"{source}: generation counts must be >= 0")
+    if config.generation.diversify + config.generation.reference == 0:
+        raise PipelineConfigError(f"{source}: generation makes no images at all")
+
+
+def read_file(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise PipelineConfigError(f"{path}: config file not found") from None
+    try:
+        values = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as error:
+        raise PipelineConfigError(f"{path}: cannot parse ({error})") from None
+    if not isinstance(values, dict):
+        raise PipelineConfigError(f"{path}: the config must be a mapping")
+    return values
+
+
+def load_config(
+    profile: str = "quick", path: str | Path | None = None, overrides: dict | None = None
+) -> PipelineConfig:
+    """Profile defaults, then the config file (its own `profile` wins), then `overrides`."""
+    file_values = read_file(Path(path)) if path else {}
+    profile = file_values.get("profile", profile)
+    if profile not in PROFILES:
+        raise PipelineConfigError(f"{path or 'profile'}: unknown profile {profile!r}")
+    values = merge({"profile": profile}, PROFILES[profile])
+    values = merge(values, file_values)
+    values = merge(values, overrides or {})
+    return from_dict(values, str(path) if path else f"profile {profile}")

@@ -1,0 +1,352 @@
+"""The pipeline's stages as data: output folder, commands, upstream stages, config that keys it.
+
+Every stage is one or more calls of the stage CLIs the user can also run by hand, so the
+pipeline never does anything a stage script cannot; this module only decides paths and flags.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scripts.pipeline.config import PipelineConfig
+
+PYTHON = sys.executable
+
+
+@dataclass
+class Stage:
+    name: str
+    output: Path
+    commands: list[list[str]]
+    inputs: list[str] = field(default_factory=list)  # upstream stage names
+    config: dict[str, Any] = field(default_factory=dict)
+    external: list[Path] = field(default_factory=list)  # input folders outside the run
+    resumable: bool = True  # False: wipe a half-written output before re-running
+    files: dict[str, str] = field(default_factory=dict)  # config files written before running
+
+
+def flags(options: dict[str, Any], skip: tuple[str, ...] = ()) -> list[str]:
+    """{'max_train_steps': 4, 'conditioning-scale': [1, 1]} -> CLI arguments."""
+    out: list[str] = []
+    for key, value in options.items():
+        if key in skip:
+            continue
+        out.append(f"--{key}")
+        if isinstance(value, bool):
+            out.append("true" if value else "false")
+        elif value is None:
+            out.append("none")
+        elif isinstance(value, (list, tuple)):
+            out.extend(str(v) for v in value)
+        else:
+            out.append(str(value))
+    return out
+
+
+def module(name: str, *args: str) -> list[str]:
+    return [PYTHON, "-m", name, *args]
+
+
+class Layout:
+    """Where each stage writes inside the run folder."""
+
+    def __init__(self, run_dir: Path):
+        self.root = run_dir
+        self.dataset = run_dir / "data" / "dataset"
+        self.croot = run_dir / "data" / "classifier"
+        self.splits = self.croot / "splits.json"
+        self.train_only = run_dir / "data" / "train_only"
+        self.coarse = run_dir / "coarse"
+        self.fine = run_dir / "fine"
+        self.clip = run_dir / "filter" / "clip"
+        self.report = run_dir / "report"
+
+    def generated(self, subtype: str) -> Path:
+        return self.root / "generate" / subtype
+
+    def filtered(self, subtype: str) -> Path:
+        return self.root / "filter" / subtype
+
+    def classifier(self, subtype: str) -> Path:
+        return self.root / "classifier" / subtype
+
+
+def data_stages(config: PipelineConfig, layout: Layout) -> list[Stage]:
+    data = config.data
+    if data.source == "phantom":
+        build = module(
+            "metadata.cli",
+            "phantom",
+            "--out",
+            str(layout.dataset),
+            "--n-images",
+            str(data.n_images),
+            "--size",
+            str(data.size),
+            "--seed",
+            str(data.seed),
+        )
+        if data.difficulty is not None:
+            build += ["--difficulty", str(data.difficulty)]
+        if data.prevalence:
+            build += ["--prevalence", ",".join(f"{k}={v}" for k, v in data.prevalence.items())]
+        external: list[Path] = []
+    elif data.source == "ddti":
+        build = module(
+            "metadata.cli",
+            "ddti",
+            "--src",
+            data.ddti_root,
+            "--out",
+            str(layout.dataset),
+            "--skip-bad",
+        )
+        external = [Path(data.ddti_root)]
+    else:
+        build = module("metadata.cli", "tiger", "--src", data.source, "--out", str(layout.dataset))
+        build += ["--skip-bad"]
+        external = [Path(data.source)]
+    split = config.split
+    return [
+        Stage(
+            "data",
+            layout.dataset,
+            [build],
+            config={"data": data.__dict__},
+            external=external,
+            resumable=False,
+        ),
+        Stage(
+            "split",
+            layout.croot,
+            [
+                module(
+                    "metadata.cli",
+                    "export-classifier",
+                    str(layout.dataset),
+                    "--out",
+                    str(layout.croot),
+                    "--seed",
+                    str(split.seed),
+                    "--valid-fraction",
+                    str(split.valid_fraction),
+                    "--test-fraction",
+                    str(split.test_fraction),
+                )
+            ],
+            inputs=["data"],
+            config={"split": split.__dict__},
+            resumable=False,
+        ),
+        Stage(
+            "train_only",
+            layout.train_only,
+            [
+                module(
+                    "metadata.cli",
+                    "subset",
+                    str(layout.dataset),
+                    "--splits",
+                    str(layout.splits),
+                    "--out",
+                    str(layout.train_only),
+                )
+            ],
+            inputs=["data", "split"],
+            resumable=False,
+        ),
+    ]
+
+
+def thread_option(config: PipelineConfig, options: dict, key: str) -> dict:
+    if config.cpu_threads and key not in options:
+        return {**options, key: config.cpu_threads}
+    return options
+
+
+def diffusion_stages(config: PipelineConfig, layout: Layout) -> list[Stage]:
+    coarse = thread_option(config, dict(config.coarse), "cpu_threads")
+    if config.pretrained_model_name_or_path:
+        coarse["pretrained_model_name_or_path"] = config.pretrained_model_name_or_path
+    coarse_cmd = module(
+        "generation.coarse.cli",
+        "--train_data_dir",
+        str(layout.train_only),
+        "--output_dir",
+        str(layout.coarse),
+        "--resume_from_checkpoint",
+        "latest",
+        *flags(coarse),
+    )
+    fine = thread_option(config, {"train_split": "all", **config.fine}, "cpu_threads")
+    fine_cmd = module(
+        "generation.fine.cli",
+        "--train_data_dir",
+        str(layout.train_only),
+        "--coarse_model_path",
+        str(layout.coarse),
+        "--output_dir",
+        str(layout.fine),
+        "--resume_from_checkpoint",
+        "latest",
+        *flags(fine),
+    )
+    return [
+        Stage("coarse", layout.coarse, [coarse_cmd], ["train_only"], {"coarse": coarse}),
+        Stage("fine", layout.fine, [fine_cmd], ["train_only", "coarse"], {"fine": fine}),
+    ]
+
+
+def generation_stage(config: PipelineConfig, layout: Layout, subtype: str) -> Stage:
+    gen = config.generation
+    options = thread_option(config, dict(gen.options), "cpu-threads")
+    out = layout.generated(subtype)
+    commands = []
+    modes = [
+        (mode, count)
+        for mode, count in (("diversify", gen.diversify), ("reference", gen.reference))
+    ]
+    for mode, count in modes:
+        if count == 0:
+            continue
+        target = out / mode
+        commands.append(
+            module(
+                "generation.inference.cli",
+                mode,
+                "--model",
+                str(layout.fine),
+                "--dataset",
+                str(layout.dataset),
+                "--splits",
+                str(layout.splits),
+                "--label",
+                subtype,
+                "--out",
+                str(target),
+                "--num-images",
+                str(count),
+                "--seed",
+                str(gen.seed),
+                *flags(options),
+            )
+        )
+        commands.append(
+            module(
+                "generation.inference.cli",
+                "evaluate",
+                "--gen",
+                str(target),
+                "--dataset",
+                str(layout.dataset),
+                "--splits",
+                str(layout.splits),
+            )
+        )
+    parts = [str(out / mode) for mode, count in modes if count]
+    commands.append(module("scripts.pipeline.manifests", "--out", str(out), *parts))
+    return Stage(
+        f"generate-{subtype}",
+        out,
+        commands,
+        ["data", "split", "fine"],
+        {"generation": gen.__dict__, "options": options, "subtype": subtype},
+    )
+
+
+def clip_stage(config: PipelineConfig, layout: Layout) -> Stage:
+    command = module(
+        "generation.filtering.cli",
+        "train-clip",
+        "--dataset",
+        str(layout.train_only),
+        "--out",
+        str(layout.clip),
+        *flags(config.clip),
+    )
+    return Stage("clip", layout.clip, [command], ["train_only"], {"clip": config.clip})
+
+
+def filter_stage(config: PipelineConfig, layout: Layout, subtype: str) -> Stage:
+    gen, out = layout.generated(subtype), layout.filtered(subtype)
+    filtering = module(
+        "generation.filtering.cli",
+        "filter",
+        "--manifest",
+        str(gen),
+        "--out",
+        str(out / "filtered"),
+        "--clip-scores",
+        str(out / "clip" / "clip_scores.jsonl"),
+        "--moso-scores",
+        str(out / "moso" / "moso_scores.jsonl"),
+        *flags(config.filter),
+    )
+    commands = [
+        module(
+            "generation.filtering.cli",
+            "clip-score",
+            "--model",
+            str(layout.clip / "model"),
+            "--manifest",
+            str(gen),
+            "--out",
+            str(out / "clip"),
+        ),
+        module(
+            "generation.filtering.cli",
+            "moso",
+            "--dataset",
+            str(layout.train_only),
+            "--manifest",
+            str(gen),
+            "--out",
+            str(out / "moso"),
+            *flags(config.moso),
+        ),
+        filtering,
+    ]
+    return Stage(
+        f"filter-{subtype}",
+        out,
+        commands,
+        ["train_only", f"generate-{subtype}", "clip"],
+        {"moso": config.moso, "filter": config.filter},
+    )
+
+
+def classifier_stage(config: PipelineConfig, layout: Layout, subtype: str) -> Stage:
+    out = layout.classifier(subtype)
+    experiment: dict[str, Any] = json.loads(json.dumps(config.classifier))
+    experiment.setdefault("data", {}).update({"croot": str(layout.croot), "subtype": subtype})
+    experiment.setdefault("mix", {}).update(
+        {
+            "unfiltered_manifest": str(layout.generated(subtype) / "manifest.jsonl"),
+            "filtered_manifest": str(layout.filtered(subtype) / "filtered" / "manifest.jsonl"),
+        }
+    )
+    experiment["run_dir"] = str(out.parent)
+    config_file = out.parent / f"{subtype}.experiment.json"
+    threads = ["--cpu-threads", str(config.cpu_threads)] if config.cpu_threads else []
+    command = module("classifier.cli", *threads, "experiment", "--config", str(config_file))
+    return Stage(
+        f"classifier-{subtype}",
+        out,
+        [command],
+        ["split", f"generate-{subtype}", f"filter-{subtype}"],
+        {"experiment": experiment},
+        files={str(config_file): json.dumps(experiment, indent=2)},
+    )
+
+
+def all_stages(config: PipelineConfig, layout: Layout, subtypes: list[str]) -> list[Stage]:
+    stages = data_stages(config, layout) + diffusion_stages(config, layout)
+    stages += [generation_stage(config, layout, s) for s in subtypes]
+    stages.append(clip_stage(config, layout))
+    stages += [filter_stage(config, layout, s) for s in subtypes]
+    stages += [classifier_stage(config, layout, s) for s in subtypes]
+    return stages

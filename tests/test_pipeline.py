@@ -1,0 +1,95 @@
+"""The whole pipeline at toy size, its stage cache, and its failure messages."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from scripts.cli import main as tiger
+from scripts.pipeline.config import PipelineConfigError, load_config
+from scripts.pipeline.runner import PipelineError, PipelineRunner
+from scripts.pipeline.stages import Stage, flags
+
+
+def stage_runs(run_dir) -> dict[str, bool]:
+    timings = json.loads((run_dir / "timings.json").read_text())
+    return {s["stage"]: not s["skipped"] for s in timings["stages"]}
+
+
+def test_toy_pipeline_runs_end_to_end_then_redoes_only_what_changed(tmp_path):
+    run_dir = tmp_path / "run"
+    assert tiger(["run", "--profile", "toy", "--run-dir", str(run_dir)]) == 0
+    ran = stage_runs(run_dir)
+    expected = {"data", "split", "train_only", "coarse", "fine", "generate-FTC", "clip"}
+    expected |= {"filter-FTC", "classifier-FTC"}
+    assert set(ran) == expected and all(ran.values())
+
+    manifest = run_dir / "generate" / "FTC" / "manifest.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    assert len(rows) == 8 and {r["mode"] for r in rows} == {"diversify", "reference"}
+    filtered = run_dir / "filter" / "FTC" / "filtered" / "manifest.jsonl"
+    kept = [json.loads(line)["kept"] for line in filtered.read_text().splitlines()]
+    assert 0 < sum(kept) < len(kept)
+    results = json.loads((run_dir / "classifier" / "FTC" / "results.json").read_text())
+    assert set(results["arms"]) == {"real", "classic_aug", "dup_real", "synthetic"} | {
+        "synthetic_filtered"
+    }
+    report = (run_dir / "report" / "report.md").read_text()
+    for needed in ("## Dataset", "FG IoU", "## Filtering", "5 real + synthetic", "Memorization"):
+        assert needed in report
+    assert (run_dir / "report" / "report.html").is_file()
+    assert (run_dir / "report" / "figures" / "samples_FTC.png").is_file()
+
+    assert tiger(["run", "--profile", "toy", "--run-dir", str(run_dir)]) == 0
+    assert not any(stage_runs(run_dir).values())
+
+    assert (
+        tiger(
+            ["run", "--profile", "toy", "--run-dir", str(run_dir), "--set", "classifier.seeds=[1]"]
+        )
+        == 0
+    )
+    ran = stage_runs(run_dir)
+    assert [name for name, did in ran.items() if did] == ["classifier-FTC"]
+
+
+def test_failed_stage_names_itself_and_its_log_and_resumes_in_place(tmp_path):
+    config = load_config("toy", overrides={"run_dir": str(tmp_path / "run")})
+    runner = PipelineRunner(config, log=lambda _: None)
+    out = tmp_path / "run" / "flaky"
+    script = (
+        "import pathlib,sys; p=pathlib.Path(sys.argv[1]); p.mkdir(exist_ok=True); "
+        "n=len(list(p.iterdir())); (p/f'part{n}').write_text('x'); sys.exit(3 if n == 0 else 0)"
+    )
+    stage = Stage("flaky", out, [[sys.executable, "-c", script, str(out)]])
+    with pytest.raises(PipelineError, match=r"stage flaky failed \(exit 3\).*flaky\.log"):
+        runner.run_stage(stage)
+    assert (out / "part0").is_file()
+    outcome = runner.run_stage(stage)  # same key: re-runs in place, keeps what was written
+    assert not outcome.skipped and (out / "part0").is_file() and (out / "part1").is_file()
+    assert runner.run_stage(stage).skipped
+    changed = Stage("flaky", out, stage.commands, config={"option": 2})
+    with pytest.raises(PipelineError):  # new key: starts from an empty folder, so fails first
+        runner.run_stage(changed)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["part0"]
+
+
+def test_config_errors_name_the_file_and_option(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("profile: quick\ncoarse_steps: 3\n")
+    with pytest.raises(PipelineConfigError, match=r"bad\.yaml: unknown option\(s\) coarse_steps"):
+        load_config(path=bad)
+    bad.write_text("data:\n  source: /no/such/folder\n")
+    with pytest.raises(PipelineConfigError, match=r"data\.source"):
+        load_config(path=bad)
+    assert tiger(["run", "--config", str(tmp_path / "missing.json")]) == 2
+
+
+def test_stage_options_become_cli_flags():
+    options = {"max_train_steps": 4, "use_lora": True, "lora_alpha": None, "scale": [1.0, 0.5]}
+    assert flags(options) == [
+        "--max_train_steps", "4", "--use_lora", "true", "--lora_alpha", "none",
+        "--scale", "1.0", "0.5",
+    ]  # fmt: skip
