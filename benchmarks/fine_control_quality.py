@@ -2,7 +2,7 @@
 
 1. Mask control: for every held-out item (case-level "test" split, never trained on), generate
    with the trained branches and with the coarse model alone (both branches off, same texts,
-   same seed). A U-Net segmenter fit on real *training* frames (benchmarks/fine_segmenter.py) finds
+   same seed). A U-Net segmenter fit on real *training* frames (generation.inference.control) finds
    the nodule in each image; IoU with the given condition_FG. Also reported: the segmenter on the
    real held-out frames (ceiling). Paired bootstrap 95% CI of the difference.
 2. Background control: same item, seed and texts; only condition_BG changes (map x0.7 vs x1.3).
@@ -21,26 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fine_segmenter import NoduleSegmenter, iou  # sibling module (run as a script)
 from PIL import Image
 
 from generation.fine.data import load_fine_dataset
 from generation.fine.pipeline import TigerFinePipeline
+from generation.inference.control import ControlConfig, NoduleSegmenter, iou, summary
 from generation.training.validation import image_grid
 from metadata.atomic import save_png, write_json
 from metadata.background import measure_background
 from metadata.splits import SplitConfig
-
-
-def bootstrap_ci(values: np.ndarray, rounds: int = 2000, seed: int = 0) -> list[float]:
-    rng = np.random.default_rng(seed)
-    means = [values[rng.integers(0, len(values), len(values))].mean() for _ in range(rounds)]
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
-
-
-def summary(values: list[float]) -> dict:
-    array = np.asarray(values, dtype=np.float64)
-    return {"mean": float(array.mean()), "ci95": bootstrap_ci(array), "n": len(array)}
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -82,13 +71,17 @@ def main() -> None:
         raise SystemExit("held-out cases overlap the training cases")
     count = min(args.limit, len(held))
 
-    segmenter = NoduleSegmenter()
+    # The settings behind the published numbers: full-resolution frames, 400 steps of 16.
+    segmenter_config = ControlConfig(image_size=resolution, widths=(16, 32, 64, 64))
+    segmenter = NoduleSegmenter(segmenter_config, steps=400)
     if args.segmenter and Path(args.segmenter).is_file():
         segmenter.load(args.segmenter)
     else:
         every = list(range(len(train)))
         segmenter.fit(
-            (train.load_pixels(every)[:, :1] + 1) / 2, train.load_conditions(every)[0][:, :1]
+            (train.load_pixels(every)[:, :1] + 1) / 2,
+            train.load_conditions(every)[0][:, :1],
+            log_every=100,
         )
         if args.segmenter:
             segmenter.save(args.segmenter)

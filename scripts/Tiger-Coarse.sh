@@ -7,7 +7,9 @@
 #   scripts/Tiger-Coarse.sh DATASET_ROOT OUTPUT_DIR /path/to/stable-diffusion-2-1-base [extra flags]
 #
 # CPU small configuration: the tiny built-in model (no weights anywhere), stage-0 autoencoder fit,
-# text encoder trained with the UNet. PROFILE=quick (<= 15 min on 2 free cores) or PROFILE=long.
+# text encoder trained with the UNet (at 1/10 of its learning rate). PROFILE=quick trains at 64 px
+# (~700 CPU-seconds in all: a few minutes on 2 free cores), PROFILE=long at 128 px (an hour or
+# two), PROFILE=toy is a seconds-long smoke run. RESOLUTION=N overrides the profile's resolution.
 #   DEVICE=cpu PROFILE=quick scripts/Tiger-Coarse.sh DATASET_ROOT OUTPUT_DIR [extra flags]
 #
 # Re-running the same command resumes from the newest checkpoint in OUTPUT_DIR.
@@ -15,7 +17,7 @@
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
-  sed -n '2,14p' "$0" >&2
+  sed -n '2,16p' "$0" >&2
   exit 2
 fi
 DATA="$1"
@@ -29,7 +31,7 @@ if [[ "${DEVICE:-gpu}" == "cpu" ]]; then
     --profile "${PROFILE:-quick}" \
     --train_data_dir "$DATA" \
     --output_dir "$OUT" \
-    --resolution 128 \
+    ${RESOLUTION:+--resolution "$RESOLUTION"} \
     --cpu_threads "${CPU_THREADS:-1}" \
     --resume_from_checkpoint latest \
     "$@"

@@ -10,6 +10,8 @@
 
     # attribute agreement and memorization of a generated folder
     python -m generation.inference.cli evaluate --gen runs/gen_ftc --dataset data/phantom
+    # does each image follow its conditions? FG IoU (segmenter) and BG mean -> GEN/control.json
+    python -m generation.inference.cli control --gen runs/gen_ftc --dataset data/phantom
 
 Re-running the same command resumes. Several GPUs: `accelerate launch -m
 generation.inference.cli diversify ...` (the jobs are split across processes).
@@ -22,6 +24,7 @@ import logging
 import sys
 
 from generation.inference.attributes import AttributeConstraints, AttributeSpecError
+from generation.inference.control import ControlConfig, measure_control
 from generation.inference.engine import (
     ATTENTION,
     PRECISIONS,
@@ -90,7 +93,41 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dataset", required=True, help="the real dataset it drew on")
     evaluate.add_argument("--splits", default=None, help="classifier splits.json")
     evaluate.add_argument("--report", default=None, help="default: GEN/evaluation.json")
+    control = modes.add_parser("control", help="FG IoU (segmenter) + BG agreement of GEN")
+    control.add_argument("--gen", required=True, help="a generated folder (manifest.jsonl)")
+    control.add_argument("--dataset", required=True, help="the real dataset it drew on")
+    control.add_argument("--splits", default=None, help="classifier splits.json (train/valid)")
+    control.add_argument("--split-seed", type=int, default=0, help="without --splits")
+    control.add_argument("--epochs", type=int, default=ControlConfig.epochs)
+    control.add_argument("--image-size", type=int, default=ControlConfig.image_size)
+    control.add_argument("--seed", type=int, default=ControlConfig.seed)
+    control.add_argument("--cpu-threads", type=int, default=None)
+    control.add_argument("--report", default=None, help="default: GEN/control.json")
     return parser
+
+
+def control_command(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    if args.cpu_threads:
+        torch.set_num_threads(args.cpu_threads)
+    try:
+        config = ControlConfig(
+            image_size=args.image_size, epochs=args.epochs, seed=args.seed
+        ).validate()
+    except ValueError as error:
+        raise GenerationError(str(error)) from None
+    report_file = args.report or str(Path(args.gen) / "control.json")
+    report = measure_control(
+        args.gen, args.dataset, args.splits, SplitConfig(seed=args.split_seed), config, report_file
+    )
+    keys = ("fg_iou", "fg_iou_shuffled_masks", "segmenter_real_held_out_iou", "bg")
+    print(json.dumps({k: report[k] for k in keys}, indent=1))
+    print(f"full report: {report_file}")
+    return 0
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
@@ -160,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.mode == "evaluate":
             return evaluate_command(args)
+        if args.mode == "control":
+            return control_command(args)
         request = request_from_args(args)
         summary = run_generation(request)
     except (AttributeSpecError, GenerationError, MetadataError) as error:

@@ -53,6 +53,7 @@ class GenerationSection:
     reference: int = 32
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)  # generation CLI flags (both modes)
+    control: dict[str, Any] = field(default_factory=dict)  # `inference.cli control` flags
 
 
 @dataclass
@@ -62,6 +63,9 @@ class PipelineConfig:
     subtypes: list[str] = field(default_factory=list)  # empty: every task in splits.json
     cpu_threads: int = 0  # 0: torch's default; stages get it as their thread count
     pretrained_model_name_or_path: str | None = None  # a local SD folder (GPU profile)
+    # Launcher of the two training stages, e.g. ["accelerate", "launch", "--num_processes", "4"]
+    # for several GPUs; empty: plain `python -m`.
+    launcher: list[str] = field(default_factory=list)
     data: DataSection = field(default_factory=DataSection)
     split: SplitSection = field(default_factory=SplitSection)
     coarse: dict[str, Any] = field(default_factory=dict)
@@ -115,6 +119,7 @@ PROFILES: dict[str, dict] = {
             "diversify": 4,
             "reference": 4,
             "options": {"steps": 3, "batch-size": 4, "resolution": 64},
+            "control": {"epochs": 2, "image-size": 32},
         },
         "clip": {"epochs": 1, "image-size": 32, "batch-size": 16},
         "moso": {"epochs": 2, "image-size": 32, "sampled-checkpoints": 2},
@@ -130,8 +135,14 @@ PROFILES: dict[str, dict] = {
     "quick": {
         "cpu_threads": 2,
         "coarse": {"profile": "quick"},
-        "fine": {"profile": "quick", "cpu_threads": 2},
-        "generation": {"diversify": 32, "reference": 32, "options": {"steps": 20}},
+        # The coarse quick profile trains at 64 px (the 128 px phantom is resized); the fine
+        # branches and the sampler follow it, so the whole run fits in ~30 min on 2 cores.
+        "fine": {"profile": "quick", "cpu_threads": 2, "resolution": 64},
+        "generation": {
+            "diversify": 32,
+            "reference": 32,
+            "options": {"steps": 20, "resolution": 64},
+        },
         "clip": {"epochs": 10},
         "moso": {"epochs": 8},
         "filter": {"clip-quantile": 0.2, "moso-prune-ratio": 0.2},

@@ -89,6 +89,14 @@ def versions() -> list[list[str]]:
     return rows
 
 
+def bg_cell(bg: dict) -> str:
+    """Requested vs generated background brightness (the BG branch's control)."""
+    if not bg:
+        return "-"
+    ci = bg.get("pearson_ci95") or [None, None]
+    return f"{fmt(bg.get('pearson_r'))} {interval(*ci)}, {fmt(bg.get('mean_abs_error'), 1)}"
+
+
 def dataset_section(doc: Document, layout: Layout, figures: Path) -> None:
     from metadata.grid import save_class_grid
     from metadata.records import read_metadata
@@ -149,6 +157,7 @@ def generation_section(doc: Document, layout: Layout, subtypes: list[str], figur
                     else "-",
                     fmt(chance.get("mean")) if chance else "-",
                     fmt(ceiling.get("mean")) if ceiling else "-",
+                    bg_cell(control.get("bg") or {}),
                 ]
             )
         doc.heading(f"Control measurements: {subtype}", 3)
@@ -160,8 +169,15 @@ def generation_section(doc: Document, layout: Layout, subtypes: list[str], figur
                 "FG IoU [95% CI]",
                 "FG IoU, shuffled masks",
                 "segmenter ceiling (real)",
+                "BG mean: r [95% CI], MAE",
             ],
             rows,
+        )
+        doc.paragraph(
+            "FG IoU: a nodule segmenter trained on real train images segments each generated "
+            "image; IoU with the mask it was conditioned on, against another image's mask "
+            "(shuffled: chance) and the segmenter's IoU on real held-out images (ceiling). BG: "
+            "background brightness asked for (text_bg) vs measured on the generated image."
         )
         agreement_rows = []
         for mode in ("diversify", "reference"):

@@ -168,11 +168,19 @@ def thread_option(config: PipelineConfig, options: dict, key: str) -> dict:
     return options
 
 
+def training_module(config: PipelineConfig, name: str, *args: str) -> list[str]:
+    """`accelerate launch ... -m NAME` when a launcher is configured, else `python -m NAME`."""
+    if config.launcher:
+        return [*config.launcher, "-m", name, *args]
+    return module(name, *args)
+
+
 def diffusion_stages(config: PipelineConfig, layout: Layout) -> list[Stage]:
     coarse = thread_option(config, dict(config.coarse), "cpu_threads")
     if config.pretrained_model_name_or_path:
         coarse["pretrained_model_name_or_path"] = config.pretrained_model_name_or_path
-    coarse_cmd = module(
+    coarse_cmd = training_module(
+        config,
         "generation.coarse.cli",
         "--train_data_dir",
         str(layout.train_only),
@@ -183,7 +191,8 @@ def diffusion_stages(config: PipelineConfig, layout: Layout) -> list[Stage]:
         *flags(coarse),
     )
     fine = thread_option(config, {"train_split": "all", **config.fine}, "cpu_threads")
-    fine_cmd = module(
+    fine_cmd = training_module(
+        config,
         "generation.fine.cli",
         "--train_data_dir",
         str(layout.train_only),
@@ -204,6 +213,7 @@ def diffusion_stages(config: PipelineConfig, layout: Layout) -> list[Stage]:
 def generation_stage(config: PipelineConfig, layout: Layout, subtype: str) -> Stage:
     gen = config.generation
     options = thread_option(config, dict(gen.options), "cpu-threads")
+    control = thread_option(config, dict(gen.control), "cpu-threads")
     out = layout.generated(subtype)
     commands = []
     modes = [
@@ -235,18 +245,20 @@ def generation_stage(config: PipelineConfig, layout: Layout, subtype: str) -> St
                 *flags(options),
             )
         )
-        commands.append(
-            module(
-                "generation.inference.cli",
-                "evaluate",
-                "--gen",
-                str(target),
-                "--dataset",
-                str(layout.dataset),
-                "--splits",
-                str(layout.splits),
+        for check in ("evaluate", "control"):  # attributes + memorization; FG IoU + background
+            commands.append(
+                module(
+                    "generation.inference.cli",
+                    check,
+                    "--gen",
+                    str(target),
+                    "--dataset",
+                    str(layout.dataset),
+                    "--splits",
+                    str(layout.splits),
+                    *flags(control if check == "control" else {}),
+                )
             )
-        )
     parts = [str(out / mode) for mode, count in modes if count]
     commands.append(module("scripts.pipeline.manifests", "--out", str(out), *parts))
     return Stage(
