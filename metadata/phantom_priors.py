@@ -61,9 +61,12 @@ CLASS_PRIORS: dict[str, dict[str, dict[str, float]]] = {
 def blended_priors(
     label: str, difficulty: float, prevalence: dict[str, float]
 ) -> dict[str, dict[str, float]]:
-    """Blend a class's priors toward the prevalence-weighted pool: 0 = textbook, 1 = no signal."""
-    if not 0.0 <= difficulty <= 1.0:
-        raise ValueError(f"difficulty must be in [0, 1], got {difficulty}")
+    """Blend a class's priors toward the prevalence-weighted pool: 0 = textbook, 1 = no signal.
+
+    Negative values extrapolate away from the pool (a caricature, clipped at zero), for
+    calibration only."""
+    if not -1.0 <= difficulty <= 1.0:
+        raise ValueError(f"difficulty must be in [-1, 1], got {difficulty}")
     total = sum(prevalence.values())
     blended: dict[str, dict[str, float]] = {}
     for attribute, own in CLASS_PRIORS[label].items():
@@ -73,9 +76,12 @@ def blended_priors(
             )
             for value in own
         }
-        blended[attribute] = {
-            value: (1.0 - difficulty) * own[value] + difficulty * pooled[value] for value in own
+        mixed = {
+            value: max(0.0, (1.0 - difficulty) * own[value] + difficulty * pooled[value])
+            for value in own
         }
+        norm = sum(mixed.values())
+        blended[attribute] = {value: weight / norm for value, weight in mixed.items()}
     return blended
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from generation.autoencoder.cli import main as autoencoder_cli
@@ -14,6 +15,7 @@ from generation.autoencoder.train import (
     evaluate_autoencoder,
     fit_autoencoder,
     random_crops,
+    reconstruction_loss,
 )
 from generation.models import TinyModelConfig, build_tiny_vae
 from metadata.importers.phantom import build_phantom_dataset
@@ -55,6 +57,14 @@ def test_fit_improves_reconstruction():
     after = evaluate_autoencoder(vae, images)["autoencoder"]["psnr"]
     assert after > before + 1.0
     assert not any(p.requires_grad for p in vae.parameters())
+
+
+def test_texture_term_penalises_blur_not_identity():
+    real = speckle(2)
+    assert reconstruction_loss(real, real, 0.0, 1.0).item() == pytest.approx(0.0, abs=1e-3)
+    blurred = gaussian_blur(real)
+    plain = reconstruction_loss(real, blurred, 0.0, 0.0).item()
+    assert reconstruction_loss(real, blurred, 0.0, 1.0).item() > plain + 0.01
 
 
 def test_cli_writes_a_loadable_autoencoder(tmp_path):

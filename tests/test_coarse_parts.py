@@ -130,3 +130,54 @@ def test_cli_profile_and_overrides(tmp_path):
     file = tmp_path / "run.json"
     file.write_text('{"train_data_dir": "d", "output_dir": "o", "lora_rank": 4}')
     assert config_from_args(["--config", str(file), "--lora_rank", "2"]).lora_rank == 2
+
+
+def test_text_encoder_groups_lower_rate_and_no_decay_on_embeddings():
+    from generation.coarse.config import CoarseConfig
+    from generation.coarse.train import text_param_groups
+    from generation.models import TinyModelConfig, build_tiny_components
+
+    tiny = TinyModelConfig(
+        resolution=32, text_hidden_size=32, text_num_layers=1, text_intermediate_size=64
+    )
+    encoder = build_tiny_components(tiny).text_encoder
+    params = list(encoder.parameters())
+    config = CoarseConfig(learning_rate=4e-4)
+    assert config.effective_text_encoder_learning_rate == pytest.approx(4e-5)
+    explicit = CoarseConfig(text_encoder_learning_rate=1e-3)
+    assert explicit.effective_text_encoder_learning_rate == 1e-3
+    groups = text_param_groups(encoder, params, config.effective_text_encoder_learning_rate)
+    assert sum(len(g["params"]) for g in groups) == len(params)
+    no_decay = [g for g in groups if g.get("weight_decay") == 0.0]
+    assert len(no_decay) == 1 and all(g["lr"] == pytest.approx(4e-5) for g in groups)
+    token_embedding = encoder.get_input_embeddings().weight
+    assert any(p is token_embedding for p in no_decay[0]["params"])
+    fc1 = dict(encoder.named_parameters())["encoder.layers.0.mlp.fc1.weight"]
+    assert not any(p is fc1 for p in no_decay[0]["params"])
+    assert text_param_groups(encoder, [], 1e-4) == []
+
+
+def test_toy_and_quick_profiles_are_valid_configs():
+    from generation.coarse.config import PROFILES, CoarseConfig
+
+    assert {"quick", "long", "toy"} <= set(PROFILES)
+    for values in PROFILES.values():
+        config = CoarseConfig(train_data_dir="d", output_dir="o", **values).validate()
+        assert config.autoencoder_crop_size <= config.resolution
+    assert PROFILES["toy"]["max_train_steps"] < PROFILES["quick"]["max_train_steps"]
+
+
+def test_prompt_separation_sees_collapse():
+    from generation.coarse.train import COLLAPSE_WARNING, prompt_separation
+    from generation.models import TinyModelConfig, build_tiny_components
+
+    torch.manual_seed(0)
+    tiny = TinyModelConfig(
+        resolution=32, text_hidden_size=32, text_num_layers=1, text_intermediate_size=64
+    )
+    parts = build_tiny_components(tiny)
+    prompts = ["benign, taller-than-wide", "malignant, wider-than-tall"]
+    separated = prompt_separation(parts.text_encoder, parts.tokenizer, prompts, "cpu")
+    assert separated > COLLAPSE_WARNING
+    same = prompt_separation(parts.text_encoder, parts.tokenizer, [prompts[0]] * 2, "cpu")
+    assert same == pytest.approx(0.0, abs=1e-6)

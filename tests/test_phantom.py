@@ -78,6 +78,20 @@ def test_difficulty_blends_toward_pooled_priors():
     assert hard == pytest.approx(pooled)
     with pytest.raises(ValueError, match="difficulty"):
         blended_priors("PTC", 1.5, prevalence)
+    with pytest.raises(ValueError, match="difficulty"):
+        blended_priors("PTC", -1.5, prevalence)
+
+
+def test_negative_difficulty_exaggerates_and_stays_a_distribution():
+    prevalence = {"benign": 0.5, "PTC": 0.5}
+    textbook = blended_priors("PTC", 0.0, prevalence)
+    caricature = blended_priors("PTC", -1.0, prevalence)
+    for attribute, distribution in caricature.items():
+        assert sum(distribution.values()) == pytest.approx(1.0)
+        assert min(distribution.values()) >= 0.0
+        assert set(distribution) == set(textbook[attribute])
+    micro = "microcalcifications"
+    assert caricature["calcifications"][micro] > textbook["calcifications"][micro]
 
 
 def test_phantom_dataset_files_match_records(phantom_dataset):

@@ -26,13 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output AutoencoderKL folder")
     parser.add_argument("--tiny_config_file", help="TinyModelConfig JSON (VAE sizes)")
     parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--cpu_threads", type=int, help="torch CPU threads (1 on a shared CPU)")
     defaults = AutoencoderFitConfig()
     for name in ("steps", "crop_size", "batch_size", "seed", "eval_images"):
         parser.add_argument(f"--{name}", type=int, default=getattr(defaults, name))
-    for name in ("learning_rate", "gradient_weight", "kl_weight"):
+    for name in ("learning_rate", "gradient_weight", "texture_weight", "kl_weight"):
         parser.add_argument(f"--{name}", type=float, default=getattr(defaults, name))
     args = parser.parse_args(argv)
     enforce_offline(args.out)
+    if args.cpu_threads:
+        torch.set_num_threads(args.cpu_threads)
     tiny = TinyModelConfig(resolution=args.resolution)
     if args.tiny_config_file:
         with open(args.tiny_config_file, encoding="utf-8") as handle:

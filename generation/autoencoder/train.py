@@ -2,7 +2,9 @@
 cheaper than full frames), measure it on full frames, set its latent scaling factor, save it.
 
 Loss: L1 on pixels + L1 on image gradients (keeps the speckle edges that plain L1/MSE blur away)
-+ a small KL term (keeps the latent space smooth for diffusion).
++ L1 between real and reconstructed local standard deviation (5x5): pixel losses are minimised by
+the local median, i.e. blur, so this term asks for the right amount of speckle energy even where
+the exact speckle pattern cannot be kept + a small KL term (keeps the latent space smooth).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ class AutoencoderFitConfig:
     batch_size: int = 16
     learning_rate: float = 1e-3
     gradient_weight: float = 1.0
+    texture_weight: float = 1.0
     kl_weight: float = 1e-6
     seed: int = 0
     eval_images: int = 32
@@ -42,11 +45,21 @@ def image_gradients(pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return pixels[..., 1:, :] - pixels[..., :-1, :], pixels[..., :, 1:] - pixels[..., :, :-1]
 
 
-def reconstruction_loss(real: torch.Tensor, fake: torch.Tensor, gradient_weight: float):
+def local_std(pixels: torch.Tensor, window: int = 5) -> torch.Tensor:
+    mean = F.avg_pool2d(pixels, window, stride=1)
+    square = F.avg_pool2d(pixels * pixels, window, stride=1)
+    return (square - mean * mean).clamp_min(0).add(1e-6).sqrt()
+
+
+def reconstruction_loss(
+    real: torch.Tensor, fake: torch.Tensor, gradient_weight: float, texture_weight: float = 0.0
+) -> torch.Tensor:
     loss = F.l1_loss(fake, real)
     if gradient_weight:
         for real_grad, fake_grad in zip(image_gradients(real), image_gradients(fake)):
             loss = loss + gradient_weight * F.l1_loss(fake_grad, real_grad)
+    if texture_weight:
+        loss = loss + texture_weight * F.l1_loss(local_std(fake), local_std(real))
     return loss
 
 
@@ -83,7 +96,9 @@ def fit_autoencoder(
         posterior = vae.encode(batch).latent_dist
         latents = posterior.sample(generator=generator)
         reconstruction = vae.decode(latents).sample
-        loss = reconstruction_loss(batch, reconstruction, config.gradient_weight)
+        loss = reconstruction_loss(
+            batch, reconstruction, config.gradient_weight, config.texture_weight
+        )
         loss = loss + config.kl_weight * posterior.kl().mean()
         if not torch.isfinite(loss):
             raise RuntimeError(f"autoencoder fit: loss became {loss.item()} at step {step}")
@@ -113,6 +128,9 @@ def evaluate_autoencoder(vae: AutoencoderKL, images: torch.Tensor, batch_size: i
     return {
         "autoencoder": texture_metrics(images, reconstructed).to_dict(),
         "gaussian_blur_sigma1_control": texture_metrics(images, gaussian_blur(images)).to_dict(),
+        "gaussian_blur_sigma05_control": texture_metrics(
+            images, gaussian_blur(images, 0.5)
+        ).to_dict(),
         "images": int(images.shape[0]),
     }
 

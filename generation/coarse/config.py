@@ -60,6 +60,8 @@ class CoarseConfig:
     gradient_accumulation_steps: int = 1
     max_train_steps: int = 1000
     learning_rate: float = 1e-4
+    # None: learning_rate / 10. A text encoder trained from scratch at the UNet's rate collapses
+    # (all prompts -> one embedding) before the UNet learns to read it; see train.text_param_groups.
     text_encoder_learning_rate: float | None = None
     scale_lr: bool = False
     lr_scheduler: str = "constant_with_warmup"
@@ -94,10 +96,17 @@ class CoarseConfig:
     autoencoder_crop_size: int = 64
     autoencoder_batch_size: int = 16
     autoencoder_learning_rate: float = 1e-3
+    autoencoder_texture_weight: float = 1.0
 
     def __post_init__(self) -> None:
         self.validation_prompts = list(self.validation_prompts)
         self.validation_seeds = [int(seed) for seed in self.validation_seeds]
+
+    @property
+    def effective_text_encoder_learning_rate(self) -> float:
+        if self.text_encoder_learning_rate is not None:
+            return self.text_encoder_learning_rate
+        return self.learning_rate / 10
 
     @property
     def trains_text_encoder(self) -> bool:
@@ -125,6 +134,8 @@ class CoarseConfig:
             fail("caption_dropout", f"must be in [0, 1), got {self.caption_dropout}")
         if self.learning_rate <= 0:
             fail("learning_rate", f"must be positive, got {self.learning_rate}")
+        if self.text_encoder_learning_rate is not None and self.text_encoder_learning_rate <= 0:
+            fail("text_encoder_learning_rate", "must be positive (or unset)")
         if self.lr_scheduler not in LR_SCHEDULERS:
             fail("lr_scheduler", f"{self.lr_scheduler!r} is not one of {LR_SCHEDULERS}")
         if self.mixed_precision not in MIXED_PRECISION:
@@ -172,28 +183,50 @@ class CoarseConfig:
         return cls(**data).validate(str(file))
 
 
-# CPU profiles of the tiny default on the phantom (128 px). Quick: <= 15 min on 2 cores.
+# CPU profiles of the tiny default on the phantom. Quick: the whole stage (autoencoder, training,
+# one validation grid) in <= ~800 CPU-seconds, so it trains at 64 px (a 128 px phantom is resized;
+# 128 px costs ~4x per step). Long: 128 px, an hour or two on 2 cores. Toy: CI end-to-end smoke.
 PROFILES: dict[str, dict] = {
     "quick": {
         "prompt_background": "words",
-        "max_train_steps": 450,
-        "autoencoder_steps": 300,
+        "resolution": 64,
+        "max_train_steps": 600,
+        "autoencoder_steps": 400,
+        "autoencoder_crop_size": 32,
         "train_batch_size": 16,
         "learning_rate": 4e-4,
+        "text_encoder_learning_rate": 4e-5,
         "lr_warmup_steps": 30,
-        "checkpointing_steps": 150,
-        "validation_steps": 450,
+        "checkpointing_steps": 200,
+        "validation_steps": 600,
         "validation_inference_steps": 20,
     },
     "long": {
         "prompt_background": "words",
+        "resolution": 128,
         "max_train_steps": 4000,
         "autoencoder_steps": 1500,
         "train_batch_size": 16,
         "learning_rate": 2e-4,
+        "text_encoder_learning_rate": 2e-5,
         "lr_scheduler": "cosine",
         "lr_warmup_steps": 100,
         "checkpointing_steps": 250,
         "validation_steps": 500,
+    },
+    "toy": {
+        "prompt_background": "words",
+        "resolution": 64,
+        "max_train_steps": 20,
+        "autoencoder_steps": 30,
+        "autoencoder_crop_size": 32,
+        "autoencoder_batch_size": 8,
+        "train_batch_size": 8,
+        "learning_rate": 4e-4,
+        "lr_warmup_steps": 5,
+        "checkpointing_steps": 20,
+        "validation_steps": 20,
+        "validation_seeds": [0],
+        "validation_inference_steps": 4,
     },
 }

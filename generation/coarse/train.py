@@ -63,6 +63,7 @@ from metadata.atomic import save_png, write_json
 LOGGER = logging.getLogger(__name__)
 AUTOENCODER_DIR = "autoencoder"
 RUN_FILE = "tiger_coarse.json"
+COLLAPSE_WARNING = 0.03  # prompt separation below this: the prompts look alike to the UNet
 # Options that must not change across a resume, or the resumed run is a different run.
 RESUME_INVARIANTS = (
     "seed",
@@ -112,6 +113,7 @@ def prepare_autoencoder(
             crop_size=config.autoencoder_crop_size,
             batch_size=config.autoencoder_batch_size,
             learning_rate=config.autoencoder_learning_rate,
+            texture_weight=config.autoencoder_texture_weight,
             seed=config.seed,
         )
         fit_and_save(components.vae, images, fit, folder)
@@ -180,6 +182,29 @@ def trainable_models(config: CoarseConfig, components: PipelineComponents):
     return unet_params, text_params
 
 
+def is_no_decay(name: str) -> bool:
+    """Embeddings, norms and biases: weight decay only shrinks them (the token embeddings of rare
+    clinical words most, as they get few gradient steps to push back)."""
+    return "embedding" in name or "norm" in name or name.endswith(".bias")
+
+
+def text_param_groups(
+    text_encoder, text_params: list[torch.nn.Parameter], learning_rate: float
+) -> list[dict]:
+    """The text encoder's optimizer groups: its own (lower) rate, no decay on embeddings/norms."""
+    if not text_params:
+        return []
+    trainable = {id(p) for p in text_params}
+    decay, no_decay = [], []
+    for name, param in text_encoder.named_parameters():
+        if id(param) in trainable:
+            (no_decay if is_no_decay(name) else decay).append(param)
+    groups = [{"params": decay, "lr": learning_rate}]
+    if no_decay:
+        groups.append({"params": no_decay, "lr": learning_rate, "weight_decay": 0.0})
+    return [group for group in groups if group["params"]]
+
+
 def check_resume_compatible(state: dict, config: CoarseConfig, path: Path) -> None:
     saved = state.get("config", {})
     changed = [k for k in RESUME_INVARIANTS if k in saved and saved[k] != getattr(config, k)]
@@ -227,6 +252,8 @@ def train_coarse(config: CoarseConfig, step_callback: Callable[[int], None] | No
     )
     configure_tf32(config.allow_tf32)
     device, dtype = accelerator.device, weight_dtype(accelerator)
+    if config.cpu_threads is not None and device.type == "cpu":
+        torch.set_num_threads(config.cpu_threads)  # idle-spinning threads cost a shared CPU dearly
     dataset = load_coarse_dataset(
         config.train_data_dir, config.resolution, config.prompt_background
     )
@@ -261,10 +288,9 @@ def train_coarse(config: CoarseConfig, step_callback: Callable[[int], None] | No
             config.train_batch_size * config.gradient_accumulation_steps * accelerator.num_processes
         )
     groups = [{"params": unet_params, "lr": learning_rate}]
-    if text_params:
-        groups.append(
-            {"params": text_params, "lr": config.text_encoder_learning_rate or learning_rate}
-        )
+    groups += text_param_groups(
+        text_encoder, text_params, config.effective_text_encoder_learning_rate
+    )
     optimizer = torch.optim.AdamW(
         groups,
         betas=(config.adam_beta1, config.adam_beta2),
@@ -480,3 +506,34 @@ def run_validation(
     grid = image_grid(images)
     save_png(Path(config.output_dir) / "validation" / f"step-{step:06d}.png", grid)
     progress.log_images("validation", np.ascontiguousarray(grid), step)
+    if len(config.validation_prompts) > 1:
+        separation = prompt_separation(
+            accelerator.unwrap_model(text_encoder),
+            components.tokenizer,
+            config.validation_prompts,
+            accelerator.device,
+        )
+        accelerator.log({"text/prompt_separation": separation}, step=step)
+        if separation < COLLAPSE_WARNING:
+            LOGGER.warning(
+                "validation prompts' text embeddings differ by only %.3f (relative): the text "
+                "encoder is collapsing; lower --text_encoder_learning_rate",
+                separation,
+            )
+
+
+@torch.no_grad()
+def prompt_separation(text_encoder, tokenizer, prompts: list[str], device) -> float:
+    """Mean pairwise relative L2 distance between prompts' hidden states: the signal the UNet
+    gets to tell prompts apart (a text encoder trained too fast drives it towards 0)."""
+    ids = tokenize_prompts(tokenizer, prompts).to(device)
+    was_training = text_encoder.training
+    text_encoder.eval()
+    hidden = text_encoder(ids, return_dict=False)[0].float().flatten(1)
+    text_encoder.train(was_training)
+    distances = [
+        ((hidden[i] - hidden[j]).norm() / hidden[i].norm()).item()
+        for i in range(len(prompts))
+        for j in range(i + 1, len(prompts))
+    ]
+    return float(np.mean(distances))
