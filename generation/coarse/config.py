@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 
 from generation.coarse.prompts import BACKGROUND_MODES
+from generation.training.options import read_config_file
 from generation.training.precision import MIXED_PRECISION
 
 LR_SCHEDULERS = (
@@ -168,19 +167,8 @@ class CoarseConfig:
     @classmethod
     def from_file(cls, path: str | os.PathLike, **overrides) -> CoarseConfig:
         """JSON config file (keys = option names); `overrides` win. Errors name the file."""
-        file = Path(path)
-        try:
-            data = json.loads(file.read_text("utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise CoarseConfigError(f"{file}: cannot read config ({error})") from None
-        if not isinstance(data, dict):
-            raise CoarseConfigError(f"{file}: config must be a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise CoarseConfigError(f"{file}: unknown option(s) {', '.join(unknown)}")
-        data.update(overrides)
-        return cls(**data).validate(str(file))
+        data = read_config_file(cls, path, CoarseConfigError, overrides)
+        return cls(**data).validate(str(path))
 
 
 # CPU profiles of the tiny default on the phantom. Quick: the whole stage (autoencoder, training,

@@ -6,41 +6,24 @@ override; `--profile quick|long` applies a CPU profile for the tiny default.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
-from dataclasses import MISSING, fields
 
-from generation.coarse.cli import field_parser
 from generation.fine.config import PROFILES, FineConfig, FineConfigError
+from generation.training import options
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m generation.fine.cli",
-        description="Fine stage: train FG/BG ControlNet branches on the frozen coarse model.",
+def build_parser():
+    return options.config_parser(
+        "python -m generation.fine.cli",
+        "Fine stage: train FG/BG ControlNet branches on the frozen coarse model.",
+        FineConfig,
+        PROFILES,
     )
-    parser.add_argument("--config", help="JSON file of options (flags override it)")
-    parser.add_argument("--profile", choices=sorted(PROFILES), help="CPU profile (tiny default)")
-    for item in fields(FineConfig):
-        kind, nargs = field_parser(str(item.type))
-        default = item.default if item.default is not MISSING else None
-        help_text = f"default: {default!r}" if item.default_factory is MISSING else None
-        parser.add_argument(
-            f"--{item.name}", type=kind, nargs=nargs, default=argparse.SUPPRESS, help=help_text
-        )
-    return parser
 
 
 def config_from_args(argv: list[str] | None = None) -> FineConfig:
-    args = vars(build_parser().parse_args(argv))
-    config_file = args.pop("config", None)
-    profile = args.pop("profile", None)
-    values = dict(PROFILES[profile]) if profile else {}
-    values.update(args)
-    if config_file:
-        return FineConfig.from_file(config_file, **values)
-    return FineConfig(**values).validate()
+    return options.config_from_args(build_parser(), FineConfig, PROFILES, argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,14 +5,13 @@ Names follow diffusers' train_controlnet.py where they overlap, and the coarse s
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
+from dataclasses import asdict, dataclass, field
 
 from generation.coarse.config import LR_SCHEDULERS
 from generation.coarse.prompts import BACKGROUND_MODES
 from generation.fine.model import FUSION_MODES
+from generation.training.options import read_config_file
 from generation.training.precision import MIXED_PRECISION
 
 TRAIN_SPLITS = ("train", "all")
@@ -132,19 +131,8 @@ class FineConfig:
     @classmethod
     def from_file(cls, path: str | os.PathLike, **overrides) -> FineConfig:
         """JSON config file (keys = option names); `overrides` win. Errors name the file."""
-        file = Path(path)
-        try:
-            data = json.loads(file.read_text("utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise FineConfigError(f"{file}: cannot read config ({error})") from None
-        if not isinstance(data, dict):
-            raise FineConfigError(f"{file}: config must be a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise FineConfigError(f"{file}: unknown option(s) {', '.join(unknown)}")
-        data.update(overrides)
-        return cls(**data).validate(str(file))
+        data = read_config_file(cls, path, FineConfigError, overrides)
+        return cls(**data).validate(str(path))
 
 
 # CPU profiles for the tiny default on the phantom (128 px); quick: ~15 min on one free core.

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from metadata.records import read_metadata, resolve
+from metadata.records import metadata_path, read_metadata, resolve
 from scripts.pipeline.stages import Layout
 
 TILE = 96
@@ -30,11 +30,8 @@ def generated_paths(folder: Path, limit: int) -> list[Path]:
 
 
 def real_train_paths(layout: Layout, subtype: str, limit: int) -> list[Path]:
-    meta = layout.train_only
-    records = [r for r in read_metadata(meta) if r.label == subtype][:limit]
-    from metadata.records import metadata_path
-
-    meta_file = metadata_path(meta)
+    meta_file = metadata_path(layout.train_only)
+    records = [r for r in read_metadata(meta_file) if r.label == subtype][:limit]
     return [resolve(meta_file, r.file_name) for r in records]
 
 

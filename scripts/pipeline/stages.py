@@ -216,10 +216,7 @@ def generation_stage(config: PipelineConfig, layout: Layout, subtype: str) -> St
     control = thread_option(config, dict(gen.control), "cpu-threads")
     out = layout.generated(subtype)
     commands = []
-    modes = [
-        (mode, count)
-        for mode, count in (("diversify", gen.diversify), ("reference", gen.reference))
-    ]
+    modes = (("diversify", gen.diversify), ("reference", gen.reference))
     for mode, count in modes:
         if count == 0:
             continue
