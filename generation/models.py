@@ -74,6 +74,10 @@ class TinyModelConfig:
     text_num_layers: int = 3
     text_num_heads: int = 4
     text_intermediate_size: int = 1024
+    # Also feed an attention-pooled summary of the prompt into the time embedding (diffusers'
+    # addition_embed_type="text"), so the words reach every ResNet block, not only the
+    # cross-attention layers of the two coarse levels.
+    unet_text_time_embedding: bool = False
     # Noise schedule (SD's scaled-linear betas) and target.
     prediction_type: str = "epsilon"
     num_train_timesteps: int = 1000
@@ -187,6 +191,8 @@ def build_tiny_unet(config: TinyModelConfig) -> UNet2DConditionModel:
         attention_head_dim=config.unet_attention_head_dim,
         norm_num_groups=config.unet_norm_num_groups,
         cross_attention_dim=config.text_hidden_size,
+        addition_embed_type="text" if config.unet_text_time_embedding else None,
+        addition_embed_type_num_heads=config.text_num_heads,
     )
 
 

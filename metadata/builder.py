@@ -15,11 +15,13 @@ import numpy as np
 
 from metadata.atomic import save_png, staging_dir, write_json
 from metadata.background import compose_text_bg, measure_background, tissue_map
+from metadata.near_duplicates import find_duplicate_cases, thumbnail_vector
 from metadata.records import BG_DIR, FG_DIR, IMAGE_DIR, METADATA_FILE, MetadataRecord
 from metadata.records import write_metadata as write_records
 from metadata.vocabulary import NoduleAttributes, compose_text_nd, fill_measured
 
 SKIP_REPORT = "skipped.json"
+DUPLICATES_REPORT = "duplicate_cases.json"
 
 
 @dataclass
@@ -43,9 +45,38 @@ class SkippedSample:
     problem: str
 
 
+def grey_of(image: np.ndarray) -> np.ndarray:
+    grey = image if image.ndim == 2 else image[..., :3].mean(-1)
+    return np.asarray(grey).round().astype(np.uint8)
+
+
+def merge_duplicate_cases(records: list[MetadataRecord], thumbnails: np.ndarray, root: Path):
+    """Give cases that share a near-identical frame one case id (metadata.near_duplicates).
+
+    The id a record was listed under stays in attributes["listed_case_id"]; the groups go to
+    duplicate_cases.json. Splits, CLIP and MoSo hold-outs all split by case_id, so they all
+    keep a duplicated patient on one side.
+    """
+    found = find_duplicate_cases([r.case_id for r in records], thumbnails)
+    merged = found.representative()
+    labels: dict[str, set[str]] = {}
+    for record in records:
+        if record.case_id in merged:
+            record.attributes["listed_case_id"] = record.case_id
+            record.case_id = merged[record.case_id]
+            labels.setdefault(record.case_id, set()).add(record.label)
+    write_json(
+        root / DUPLICATES_REPORT,
+        {
+            "rule": "frames of different cases whose 32 px thumbnails correlate >= 0.98",
+            "groups": found.groups,
+            "labels": {case: sorted(found) for case, found in sorted(labels.items())},
+        },
+    )
+
+
 def build_record(sample: Sample, root: Path) -> MetadataRecord:
-    grey = sample.image if sample.image.ndim == 2 else sample.image[..., :3].mean(-1)
-    grey = np.asarray(grey).round().astype(np.uint8)
+    grey = grey_of(sample.image)
     mask = np.asarray(sample.mask) > 0
     if grey.shape != mask.shape:
         raise ValueError(f"image {grey.shape} and mask {mask.shape} sizes differ")
@@ -80,6 +111,7 @@ def build_dataset(
     """Write the dataset; without `skip_bad` the first bad sample aborts with nothing written."""
     out_root = Path(out_root)
     records: list[MetadataRecord] = []
+    thumbnails: list[np.ndarray] = []
     skipped: list[SkippedSample] = []
     seen: set[str] = set()
     with staging_dir(out_root) as staging:
@@ -94,6 +126,7 @@ def build_dataset(
             seen.add(sample.stem)
             try:
                 records.append(build_record(sample, staging))
+                thumbnails.append(thumbnail_vector(grey_of(sample.image)))
             except ValueError as error:
                 if not skip_bad:
                     raise ValueError(f"{sample.source}:{sample.stem}: {error}") from None
@@ -102,6 +135,7 @@ def build_dataset(
                 )
         if not records:
             raise ValueError(f"no usable samples for {out_root}")
+        merge_duplicate_cases(records, np.stack(thumbnails), staging)
         write_records(staging, records)
         if skip_bad:
             write_json(

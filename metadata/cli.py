@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     phantom = commands.add_parser("phantom", help="render the built-in ultrasound phantom")
     phantom.add_argument("--out", type=Path, required=True)
-    phantom.add_argument("--n-images", type=int, default=600)
+    phantom.add_argument("--n-images", type=int, default=1000)
     phantom.add_argument("--size", type=int, default=128)
     phantom.add_argument("--seed", type=int, default=0)
     phantom.add_argument("--difficulty", type=float, default=None)

@@ -43,7 +43,7 @@ class PhantomConfig:
     """Everything that decides a phantom dataset; same config + seed gives the same bytes."""
 
     size: int = 128
-    difficulty: float = 0.35
+    difficulty: float = -0.8  # calibrated: benchmarks/phantom_calibration.py (FTC 0.66, MTC 0.83)
     prevalence: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_PREVALENCE))
     two_frame_probability: float = 0.3
     seed: int = 0

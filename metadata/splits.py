@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from metadata.records import MetadataRecord
+from metadata.vocabulary import UNLABELLED
 
 SPLITS = ("train", "valid", "test")
 
@@ -34,12 +35,13 @@ class SyntheticLeakError(ValueError):
 
 
 def case_labels(records: list[MetadataRecord]) -> dict[str, str]:
+    """One label per real case; an unlabelled frame takes its case's label (if it has one)."""
     labels: dict[str, str] = {}
-    for record in records:
+    for record in sorted(records, key=lambda r: r.label in ("", UNLABELLED)):
         if record.synthetic:
             continue
         known = labels.setdefault(record.case_id, record.label)
-        if known != record.label:
+        if known != record.label and record.label not in ("", UNLABELLED):
             raise ValueError(
                 f"case {record.case_id!r} has images with different labels "
                 f"({known}, {record.label})"

@@ -39,8 +39,6 @@ def overrides_from(args: argparse.Namespace) -> dict:
     overrides = parse_set(args.set)
     if args.data:
         overrides.setdefault("data", {})["source"] = args.data
-        if args.data != "phantom" and "subtypes" not in overrides:
-            overrides["subtypes"] = []  # every task the dataset has
     if args.run_dir:
         overrides["run_dir"] = args.run_dir
     if args.pretrained:

@@ -12,13 +12,16 @@ import pytest
 import torch
 
 from generation.filtering import clip_train
+from generation.filtering.clip_data import record_pairs
 from generation.filtering.clip_model import WEIGHTS_FILE, load_model
 from generation.filtering.clip_params import ClipConfig
 from generation.filtering.clip_report import compare_paired
 from generation.filtering.clip_score import clip_score_from_features, mismatched_texts
+from generation.filtering.clip_select import HeldOutScorer, retrieval_auc
 from generation.filtering.commands import run_clip_score
 from generation.filtering.standin import dataset_as_manifest
 from metadata.importers.phantom import build_phantom_dataset
+from metadata.records import metadata_path, read_metadata
 
 TINY = dict(
     image_size=32,
@@ -30,7 +33,7 @@ TINY = dict(
     text_heads=2,
     embed_dim=32,
     context_length=24,
-    epochs=2,
+    epochs=3,
     batch_size=16,
     warmup_steps=2,
     holdout_fraction=0.25,
@@ -124,3 +127,28 @@ def test_clip_score_command_reports_all_three_distributions(trained, tmp_path_fa
     assert report["real_held_out_matched"]["n"] >= 1
     if "synthetic_mismatched" in report:
         assert "wilcoxon_p_greater" in report["matched_vs_mismatched"]
+
+
+def test_retrieval_auc_counts_distinct_texts_ranked_below_the_own_one():
+    images = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    texts = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    # image 0: own text 0 beats both others (1.0); image 1: own text 0 loses to text 1 and ties
+    # text 2 (0.25);
+    # image 2: own text 1 ties text 0 and beats text 2 (0.75)
+    assert retrieval_auc(images, texts, [0, 0, 1]) == pytest.approx((1.0 + 0.25 + 0.75) / 3)
+    assert math.isnan(retrieval_auc(images, texts[:1], [0, 0, 0]))
+
+
+def test_saved_model_is_the_epoch_with_the_best_held_out_auc(phantom, trained):
+    folder, run = trained
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    selection = json.loads((run / clip_train.SELECTION_FILE).read_text())
+    aucs = [entry["held_out_retrieval_auc"] for entry in log]
+    assert selection["selected_epoch"] == int(np.argmax(aucs))
+    held = json.loads((run / "split.json").read_text())["held_out"]
+    assert selection["held_out_images"] == len(held) > 0
+    records = {r.file_name: r for r in read_metadata(metadata_path(phantom))}
+    model, _, tokenizer = load_model(folder)
+    paths, texts = record_pairs([records[name] for name in held], metadata_path(phantom))
+    rescored = HeldOutScorer(paths, texts, model.visual.image_size, tokenizer)(model)
+    assert rescored == pytest.approx(max(aucs), abs=1e-5)

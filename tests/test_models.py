@@ -99,3 +99,25 @@ def test_bad_tiny_config():
     with pytest.raises(ValueError, match="unknown TinyModelConfig"):
         TinyModelConfig.from_dict({"width": 3})
     assert TinyModelConfig.from_dict(SMALL.to_dict()) == SMALL
+
+
+def test_text_time_embedding_makes_the_prompt_reach_the_time_embedding(tmp_path):
+    """With unet_text_time_embedding the pooled prompt changes the output even with every
+    cross-attention output zeroed; the saved folder keeps the option."""
+    from dataclasses import replace
+
+    torch.manual_seed(0)
+    pipe = build_tiny_pipeline(replace(SMALL, unet_text_time_embedding=True))
+    unet = pipe.unet.eval()
+    for name, module in unet.named_modules():
+        if name.endswith("attn2.to_out.0"):
+            torch.nn.init.zeros_(module.weight)
+            torch.nn.init.zeros_(module.bias)
+    latents, step = torch.randn(1, 4, 16, 16), torch.tensor([500])
+    a, b = torch.randn(2, 1, 77, 32).unbind(0)
+    with torch.no_grad():
+        differ = (unet(latents, step, a).sample - unet(latents, step, b).sample).abs().max()
+    assert differ > 1e-4
+    pipe.save_pretrained(tmp_path / "p")
+    loaded = StableDiffusionPipeline.from_pretrained(tmp_path / "p")
+    assert loaded.unet.config.addition_embed_type == "text"

@@ -37,7 +37,8 @@ def test_toy_pipeline_runs_end_to_end_then_redoes_only_what_changed(tmp_path):
         "synthetic_filtered"
     }
     report = (run_dir / "report" / "report.md").read_text()
-    for needed in ("## Dataset", "FG IoU", "## Filtering", "5 real + synthetic", "Memorization"):
+    needed_sections = ("## Dataset", "FG IoU", "## Filtering", "5 real + synthetic", "Memorization")
+    for needed in (*needed_sections, "Domain CLIP: "):
         assert needed in report
     assert (run_dir / "report" / "report.html").is_file()
     assert (run_dir / "report" / "figures" / "samples_FTC.png").is_file()
@@ -93,3 +94,16 @@ def test_stage_options_become_cli_flags():
         "--max_train_steps", "4", "--use_lora", "true", "--lora_alpha", "none",
         "--scale", "1.0", "0.5",
     ]  # fmt: skip
+
+
+def test_profiles_target_the_rare_subtypes_and_own_data_every_task(tmp_path):
+    """A dataset folder of one's own (DDTI's importer works the same) has its own tasks."""
+    assert load_config("quick").subtypes == ["FTC", "MTC"]
+    folder = {"data": {"source": str(tmp_path)}}
+    assert load_config("quick", overrides=folder).subtypes == []
+    assert load_config("quick", overrides={**folder, "subtypes": ["malignant"]}).subtypes == [
+        "malignant"
+    ]
+    own = tmp_path / "own.yaml"
+    own.write_text(f"data:\n  source: {tmp_path}\n")
+    assert load_config(path=own).subtypes == []

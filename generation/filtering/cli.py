@@ -18,6 +18,14 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, skip: tuple = ()
         if field.name in skip:
             continue
         default = field.default
+        if isinstance(default, bool):  # --select-best / --no-select-best
+            parser.add_argument(
+                "--" + field.name.replace("_", "-"),
+                action=argparse.BooleanOptionalAction,
+                default=default,
+                dest=field.name,
+            )
+            continue
         kind = type(default) if default is not None else str
         if field.name in ("last_layers",):
             kind = int

@@ -24,6 +24,8 @@ class ClipConfig:
     weight_decay: float = 0.1
     warmup_steps: int = 20
     holdout_fraction: float = 0.2
+    # keep the epoch with the best held-out retrieval AUC (validation cases); False: last epoch
+    select_best: bool = True
     precision: str = "auto"  # auto | fp32 | amp_bf16 | amp_fp16
     seed: int = 0
     device: str = "auto"

@@ -3,7 +3,8 @@
 Mirrors open_clip's trainer habits: AdamW without weight decay on gains/biases/logit_scale,
 cosine schedule with warmup, logit_scale clamped to 100, autocast for mixed precision. Each
 epoch leaves a full resumable state; the epoch's data order and augmentation draws are a pure
-function of (seed, epoch), so a resumed run continues exactly.
+function of (seed, epoch), so a resumed run continues exactly. With `select_best`, the saved
+model is the epoch with the best held-out retrieval AUC (clip_select), not simply the last.
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ from generation.filtering.clip_model import (
     tokenizer_for,
 )
 from generation.filtering.clip_params import ClipConfig
+from generation.filtering.clip_select import HeldOutScorer
 from generation.filtering.splits import split_by_case
 from metadata.atomic import write_json
 from metadata.records import metadata_path, read_metadata
 
 STATE_FILE = "train_state.pt"
+BEST_FILE = "best_weights.pt"
+SELECTION_FILE = "selection.json"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -106,7 +110,9 @@ def train_clip(dataset: str | Path, out_dir: str | Path, config: ClipConfig) -> 
     scaler = torch.amp.GradScaler(enabled=config.precision == "amp_fp16")
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    start_epoch = resume(out / STATE_FILE, model, optimizer, scaler, device)
+    start_epoch, best = resume(out / STATE_FILE, model, optimizer, scaler, device)
+    held_scorer = HeldOutScorer(*record_pairs(held, meta_file), model.visual.image_size, tokenizer)
+    select = config.select_best and held_scorer.usable
     log_path = out / "train_log.jsonl"
     for epoch in range(start_epoch, config.epochs):
         torch.manual_seed(config.seed * 1_000_003 + epoch)
@@ -135,6 +141,11 @@ def train_clip(dataset: str | Path, out_dir: str | Path, config: ClipConfig) -> 
             "loss": sum(losses) / len(losses),
             "seconds": time.time() - started,
         }
+        if select:
+            entry["held_out_retrieval_auc"] = held_scorer(model)
+            if best is None or entry["held_out_retrieval_auc"] > best["held_out_retrieval_auc"]:
+                best = {"epoch": epoch, "held_out_retrieval_auc": entry["held_out_retrieval_auc"]}
+                save_torch(out / BEST_FILE, {"model": model.state_dict(), **best})
         save_torch(
             out / STATE_FILE,
             {
@@ -142,18 +153,32 @@ def train_clip(dataset: str | Path, out_dir: str | Path, config: ClipConfig) -> 
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict(),
                 "epoch": epoch,
+                "best": best,
             },
         )
         with open(log_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
+    if select and best is not None:
+        model.load_state_dict(torch.load(out / BEST_FILE, map_location=device)["model"])
+    write_json(
+        out / SELECTION_FILE,
+        {
+            "rule": "best held-out retrieval AUC" if select else "last epoch",
+            "held_out_images": len(held),
+            "held_out_distinct_texts": len(held_scorer.distinct),
+            "selected_epoch": best["epoch"] if select and best else config.epochs - 1,
+            "held_out_retrieval_auc": best["held_out_retrieval_auc"] if select and best else None,
+        },
+    )
     return save_model(model, model_cfg, out / "model")
 
 
-def resume(state_path: Path, model, optimizer, scaler, device) -> int:
+def resume(state_path: Path, model, optimizer, scaler, device) -> tuple[int, dict | None]:
+    """(next epoch, best-so-far selection record) from a saved state, or a fresh start."""
     if not state_path.is_file():
-        return 0
+        return 0, None
     state = torch.load(state_path, map_location=device)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
-    return int(state["epoch"]) + 1
+    return int(state["epoch"]) + 1, state.get("best")

@@ -44,7 +44,7 @@ def phantom_samples(n_images: int, config: PhantomConfig) -> Iterator[Sample]:
 
 def build_phantom_dataset(
     out_root: str | os.PathLike,
-    n_images: int = 600,
+    n_images: int = 1000,
     size: int = 128,
     seed: int = 0,
     config: PhantomConfig | None = None,

@@ -75,18 +75,21 @@ def versions() -> list[list[str]]:
         except importlib_metadata.PackageNotFoundError:
             continue
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
+        commit = git("rev-parse", "--short", "HEAD")
+        if commit and git("status", "--porcelain", "--untracked-files=no"):
+            commit += " + uncommitted changes"
         if commit:
             rows.append(["tiger git commit", commit])
     except (OSError, subprocess.SubprocessError):
         pass
     return rows
+
+
+def git(*args: str) -> str:
+    """Output of a git command in this checkout ('' outside a git checkout)."""
+    return subprocess.run(
+        ["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+    ).stdout.strip()
 
 
 def bg_cell(bg: dict) -> str:
@@ -206,6 +209,14 @@ def generation_section(doc: Document, layout: Layout, subtypes: list[str], figur
 
 def filtering_section(doc: Document, layout: Layout, subtypes: list[str], figures: Path) -> None:
     doc.heading("Filtering: CLIP and MoSo")
+    selection = load(layout.clip / "selection.json")
+    if selection:
+        doc.paragraph(
+            f"Domain CLIP: {selection['rule']}; kept epoch {selection['selected_epoch']}"
+            f" (held-out retrieval AUC {fmt(selection.get('held_out_retrieval_auc'), 3)} on "
+            f"{selection['held_out_images']} images of validation cases from the train split, "
+            f"{selection['held_out_distinct_texts']} distinct descriptions)."
+        )
     rows = []
     for subtype in subtypes:
         out = layout.filtered(subtype)
