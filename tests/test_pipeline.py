@@ -10,7 +10,14 @@ import pytest
 from scripts.cli import main as tiger
 from scripts.pipeline.config import PipelineConfigError, load_config
 from scripts.pipeline.runner import PipelineError, PipelineRunner
-from scripts.pipeline.stages import Stage, flags
+from scripts.pipeline.stages import (
+    Layout,
+    Stage,
+    augment_labels,
+    classifier_stage,
+    flags,
+    generation_stage,
+)
 
 
 def stage_runs(run_dir) -> dict[str, bool]:
@@ -107,3 +114,30 @@ def test_profiles_target_the_rare_subtypes_and_own_data_every_task(tmp_path):
     own = tmp_path / "own.yaml"
     own.write_text(f"data:\n  source: {tmp_path}\n")
     assert load_config(path=own).subtypes == []
+
+
+def test_the_tasks_smaller_train_class_is_generated_and_added(tmp_path):
+    """DDTI's minority is benign (63 vs 219 in train): synthetic benign images go to class 0."""
+
+    def splits(benign: int, malignant: int) -> dict:
+        rows = [("benign", "train")] * benign + [("malignant", "train")] * malignant
+        rows += [("benign", "test")] * 50  # only train counts decide
+        return {
+            "assignments": {
+                f"img{i}.png": {"label": label, "split": split, "synthetic": False}
+                for i, (label, split) in enumerate(rows)
+            }
+        }
+
+    assert augment_labels(splits(3, 9), ["malignant"], "minority") == {"malignant": "benign"}
+    assert augment_labels(splits(9, 3), ["malignant"], "minority") == {"malignant": "malignant"}
+    assert augment_labels(splits(3, 9), ["malignant"], "subtype") == {"malignant": "malignant"}
+    config = load_config("quick", overrides={"data": {"source": str(tmp_path)}})
+    layout = Layout(tmp_path / "run")
+    for label, classes in (("benign", [0]), ("malignant", [1])):
+        stage = classifier_stage(config, layout, "malignant", label)
+        assert stage.config["experiment"]["mix"]["classes"] == classes
+        command = generation_stage(config, layout, "malignant", label).commands[0]
+        assert command[command.index("--label") + 1] == label
+    with pytest.raises(PipelineConfigError, match=r"generation\.augment"):
+        load_config("quick", overrides={"generation": {"augment": "rarest"}})

@@ -45,6 +45,9 @@ class SplitSection:
     seed: int = 0
 
 
+AUGMENT_CHOICES = ("minority", "subtype", "benign")
+
+
 @dataclass
 class GenerationSection:
     """Synthetic images per rare subtype and mode, and the sampler's options."""
@@ -52,6 +55,10 @@ class GenerationSection:
     diversify: int = 32
     reference: int = 32
     seed: int = 0
+    # Which class of each task is generated and added to train/: "minority" (the task's smaller
+    # class in train: the rare subtype on the phantom, benign on DDTI), "subtype" (always the
+    # task's positive class, the paper's setting) or "benign".
+    augment: str = "minority"
     options: dict[str, Any] = field(default_factory=dict)  # generation CLI flags (both modes)
     control: dict[str, Any] = field(default_factory=dict)  # `inference.cli control` flags
 
@@ -279,6 +286,11 @@ def validate(config: PipelineConfig, source: str) -> None:
         raise PipelineConfigError(f"{source}: generation counts must be >= 0")
     if config.generation.diversify + config.generation.reference == 0:
         raise PipelineConfigError(f"{source}: generation makes no images at all")
+    if config.generation.augment not in AUGMENT_CHOICES:
+        raise PipelineConfigError(
+            f"{source}: generation.augment must be one of {AUGMENT_CHOICES}, "
+            f"got {config.generation.augment!r}"
+        )
 
 
 def read_file(path: Path) -> dict:

@@ -35,9 +35,9 @@ def real_train_paths(layout: Layout, subtype: str, limit: int) -> list[Path]:
     return [resolve(meta_file, r.file_name) for r in records]
 
 
-def sample_grid(layout: Layout, subtype: str, out: Path) -> Path | None:
-    """Rows: real train images of the subtype, then each generation mode's first images."""
-    rows = [("real", real_train_paths(layout, subtype, PER_ROW))]
+def sample_grid(layout: Layout, subtype: str, out: Path, label: str = "") -> Path | None:
+    """Rows: real train images of the generated class, then each mode's first images."""
+    rows = [("real", real_train_paths(layout, label or subtype, PER_ROW))]
     for mode in ("diversify", "reference"):
         rows.append((mode, generated_paths(layout.generated(subtype) / mode, PER_ROW)))
     rows = [(name, paths) for name, paths in rows if paths]

@@ -19,7 +19,7 @@ from pathlib import Path
 from metadata.atomic import write_text
 from scripts.pipeline.document import Document
 from scripts.pipeline.figures import sample_grid, score_histograms
-from scripts.pipeline.stages import Layout
+from scripts.pipeline.stages import Layout, augment_labels
 
 ARM_NAMES = {
     "real": "1 real only",
@@ -131,15 +131,19 @@ def dataset_section(doc: Document, layout: Layout, figures: Path) -> None:
     doc.image(f"figures/{grid.name}", "Real images per class (one row per class)")
 
 
-def generation_section(doc: Document, layout: Layout, subtypes: list[str], figures: Path) -> None:
+def generation_section(
+    doc: Document, layout: Layout, labels: dict[str, str], figures: Path
+) -> None:
     doc.heading("Synthetic images: real vs generated")
-    for subtype in subtypes:
+    for subtype, label in labels.items():
         gen = layout.generated(subtype)
-        path = sample_grid(layout, subtype, figures / f"samples_{subtype}.png")
+        path = sample_grid(layout, subtype, figures / f"samples_{subtype}.png", label)
         if path is not None:
+            generated = "" if label == subtype else f" (generated class: {label})"
             doc.image(
                 f"figures/{path.name}",
-                f"{subtype}: real train images (top), diversify, reference (rows below)",
+                f"{subtype}{generated}: real {label} train images (top), diversify, reference "
+                "(rows below)",
             )
         rows = []
         for mode in ("diversify", "reference"):
@@ -255,9 +259,11 @@ def filtering_section(doc: Document, layout: Layout, subtypes: list[str], figure
     )
 
 
-def classifier_section(doc: Document, layout: Layout, subtypes: list[str], figures: Path) -> None:
+def classifier_section(
+    doc: Document, layout: Layout, labels: dict[str, str], figures: Path
+) -> None:
     doc.heading("Classifier: real vs synthetic-augmented (test set: real images only)")
-    for subtype in subtypes:
+    for subtype, label in labels.items():
         folder = layout.classifier(subtype)
         results = load(folder / "results.json")
         if results is None:
@@ -268,7 +274,7 @@ def classifier_section(doc: Document, layout: Layout, subtypes: list[str], figur
         doc.paragraph(
             "Real images (benign / subtype): "
             + ", ".join(f"{s} {real[s]['0']} / {real[s]['1']}" for s in ("train", "valid", "test"))
-            + f". Arms 3-5 add {setup['extra_per_class'].get('1', 0)} images of the subtype to "
+            + f". Arms 3-5 add {sum(setup['extra_per_class'].values())} {label} images to "
             "train/ (arm 3 duplicates real ones: the count-matched control). AUC is the seed mean "
             "with a case-level bootstrap 95% CI; Δ is paired against arm 1 on the same test images."
         )
@@ -383,9 +389,11 @@ def build_document(run_dir: Path) -> Document:
             "as a result about synthetic data. Use the long or gpu profile for results."
         )
     dataset_section(doc, layout, figures)
-    generation_section(doc, layout, subtypes, figures)
+    augment = config.get("generation", {}).get("augment", "subtype")
+    labels = augment_labels(splits, subtypes, augment)
+    generation_section(doc, layout, labels, figures)
     filtering_section(doc, layout, subtypes, figures)
-    classifier_section(doc, layout, subtypes, figures)
+    classifier_section(doc, layout, labels, figures)
     memorization_section(doc, layout, subtypes)
     cost_section(doc, layout.root)
     doc.heading("Exact config and versions")

@@ -27,7 +27,7 @@ from scripts.pipeline.stage_cache import (
     read_marker,
     stage_key,
 )
-from scripts.pipeline.stages import Layout, Stage, all_stages, data_stages
+from scripts.pipeline.stages import Layout, Stage, all_stages, augment_labels, data_stages
 
 STATE_DIR = ".pipeline"
 
@@ -142,7 +142,10 @@ class PipelineRunner:
         self.known_stages = data_stages(self.config, self.layout)
         for stage in self.known_stages:
             self.outcomes.append(self.run_stage(stage))
-        self.known_stages = all_stages(self.config, self.layout, self.subtypes())
+        subtypes = self.subtypes()
+        splits = json.loads(self.layout.splits.read_text())
+        labels = augment_labels(splits, subtypes, self.config.generation.augment)
+        self.known_stages = all_stages(self.config, self.layout, subtypes, labels)
         done = {outcome.name for outcome in self.outcomes}
         for stage in self.known_stages:
             if stage.name not in done:

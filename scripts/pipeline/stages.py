@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from metadata.vocabulary import BENIGN
 from scripts.pipeline.config import PipelineConfig
 
 PYTHON = sys.executable
@@ -210,7 +211,28 @@ def diffusion_stages(config: PipelineConfig, layout: Layout) -> list[Stage]:
     ]
 
 
-def generation_stage(config: PipelineConfig, layout: Layout, subtype: str) -> Stage:
+def augment_labels(splits: dict, subtypes: list[str], augment: str) -> dict[str, str]:
+    """The class generated for each task: the paper adds the rare subtype, but where benign
+    is the task's smaller train class (DDTI: 63 benign vs 219 malignant), "minority" adds benign."""
+    labels = {}
+    for subtype in subtypes:
+        if augment != "minority":
+            labels[subtype] = subtype if augment == "subtype" else BENIGN
+            continue
+        train = [
+            row["label"]
+            for row in splits.get("assignments", {}).values()
+            if row.get("split") == "train" and not row.get("synthetic")
+        ]
+        labels[subtype] = BENIGN if train.count(BENIGN) < train.count(subtype) else subtype
+    return labels
+
+
+def generation_stage(
+    config: PipelineConfig, layout: Layout, subtype: str, label: str | None = None
+) -> Stage:
+    """Images of `label` (default: the subtype) for the `subtype` task, both modes + checks."""
+    label = label or subtype
     gen = config.generation
     options = thread_option(config, dict(gen.options), "cpu-threads")
     control = thread_option(config, dict(gen.control), "cpu-threads")
@@ -232,7 +254,7 @@ def generation_stage(config: PipelineConfig, layout: Layout, subtype: str) -> St
                 "--splits",
                 str(layout.splits),
                 "--label",
-                subtype,
+                label,
                 "--out",
                 str(target),
                 "--num-images",
@@ -263,7 +285,7 @@ def generation_stage(config: PipelineConfig, layout: Layout, subtype: str) -> St
         out,
         commands,
         ["data", "split", "fine"],
-        {"generation": gen.__dict__, "options": options, "subtype": subtype},
+        {"generation": gen.__dict__, "options": options, "subtype": subtype, "label": label},
     )
 
 
@@ -328,12 +350,16 @@ def filter_stage(config: PipelineConfig, layout: Layout, subtype: str) -> Stage:
     )
 
 
-def classifier_stage(config: PipelineConfig, layout: Layout, subtype: str) -> Stage:
+def classifier_stage(
+    config: PipelineConfig, layout: Layout, subtype: str, label: str | None = None
+) -> Stage:
+    """The five arms; synthetic and duplicated images go to the generated class (0 = benign)."""
     out = layout.classifier(subtype)
     experiment: dict[str, Any] = json.loads(json.dumps(config.classifier))
     experiment.setdefault("data", {}).update({"croot": str(layout.croot), "subtype": subtype})
     experiment.setdefault("mix", {}).update(
         {
+            "classes": [0 if (label or subtype) == BENIGN else 1],
             "unfiltered_manifest": str(layout.generated(subtype) / "manifest.jsonl"),
             "filtered_manifest": str(layout.filtered(subtype) / "filtered" / "manifest.jsonl"),
         }
@@ -352,10 +378,16 @@ def classifier_stage(config: PipelineConfig, layout: Layout, subtype: str) -> St
     )
 
 
-def all_stages(config: PipelineConfig, layout: Layout, subtypes: list[str]) -> list[Stage]:
+def all_stages(
+    config: PipelineConfig,
+    layout: Layout,
+    subtypes: list[str],
+    labels: dict[str, str] | None = None,
+) -> list[Stage]:
+    labels = labels or {}
     stages = data_stages(config, layout) + diffusion_stages(config, layout)
-    stages += [generation_stage(config, layout, s) for s in subtypes]
+    stages += [generation_stage(config, layout, s, labels.get(s)) for s in subtypes]
     stages.append(clip_stage(config, layout))
     stages += [filter_stage(config, layout, s) for s in subtypes]
-    stages += [classifier_stage(config, layout, s) for s in subtypes]
+    stages += [classifier_stage(config, layout, s, labels.get(s)) for s in subtypes]
     return stages
