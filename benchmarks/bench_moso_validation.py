@@ -40,15 +40,32 @@ def bottom_k_precision(scores: np.ndarray, is_bad: np.ndarray, groups: np.ndarra
     return hits / max(total, 1)
 
 
+def moso_overrides(pairs: list[str]) -> dict:
+    """["balanced=false", "width=32"] -> {"balanced": False, "width": 32} (typed by the field)."""
+    defaults = MosoConfig()
+    out: dict = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        current = getattr(defaults, key)  # unknown keys fail here, naming themselves
+        if isinstance(current, bool):
+            out[key] = text.lower() in ("1", "true", "yes")
+        elif isinstance(current, int) or current is None:
+            out[key] = None if text.lower() == "none" else int(text)
+        elif isinstance(current, float):
+            out[key] = float(text)
+        else:
+            out[key] = text
+    return out
+
+
 def run_once(out: Path, args, seed: int, form: str, partitions: int) -> dict:
     real = build_phantom_dataset(out / "real", args.n_real, args.size, seed=seed)
     synth = build_phantom_dataset(out / "synthetic_src", args.n_synthetic, args.size, seed + 1000)
     gen = out / "gen"
     dataset_as_manifest(synth, gen)
     add_corruptions(gen, args.wrong_class, args.noise, args.duplicates, seed=seed)
-    config = MosoConfig(
-        image_size=args.size, seed=seed, form=form, partitions=partitions, epochs=args.epochs
-    )
+    options = {"image_size": args.size, "seed": seed, "form": form, "partitions": partitions}
+    config = MosoConfig(**{**options, "epochs": args.epochs, **moso_overrides(args.moso)})
     started = time.time()
     scores_file = run_moso(real, gen / "manifest.jsonl", out / f"moso_{form}_{partitions}", config)
     seconds = time.time() - started
@@ -89,6 +106,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--forms", default="exact,first_order")
     parser.add_argument("--partitions", default="1,2")
+    parser.add_argument(
+        "--moso", nargs="*", default=[], help="MosoConfig overrides, e.g. balanced=false width=32"
+    )
     args = parser.parse_args()
     enforce_offline(args.out)
     results = {}
