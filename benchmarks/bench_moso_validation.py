@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from generation.filtering.cli import add_dataclass_options, pick
 from generation.filtering.commands import run_moso
 from generation.filtering.moso_params import MosoConfig
 from generation.filtering.standin import add_corruptions, dataset_as_manifest
@@ -40,32 +42,15 @@ def bottom_k_precision(scores: np.ndarray, is_bad: np.ndarray, groups: np.ndarra
     return hits / max(total, 1)
 
 
-def moso_overrides(pairs: list[str]) -> dict:
-    """["balanced=false", "width=32"] -> {"balanced": False, "width": 32} (typed by the field)."""
-    defaults = MosoConfig()
-    out: dict = {}
-    for pair in pairs:
-        key, _, text = pair.partition("=")
-        current = getattr(defaults, key)  # unknown keys fail here, naming themselves
-        if isinstance(current, bool):
-            out[key] = text.lower() in ("1", "true", "yes")
-        elif isinstance(current, int) or current is None:
-            out[key] = None if text.lower() == "none" else int(text)
-        elif isinstance(current, float):
-            out[key] = float(text)
-        else:
-            out[key] = text
-    return out
-
-
 def run_once(out: Path, args, seed: int, form: str, partitions: int) -> dict:
     real = build_phantom_dataset(out / "real", args.n_real, args.size, seed=seed)
     synth = build_phantom_dataset(out / "synthetic_src", args.n_synthetic, args.size, seed + 1000)
     gen = out / "gen"
     dataset_as_manifest(synth, gen)
     add_corruptions(gen, args.wrong_class, args.noise, args.duplicates, seed=seed)
-    options = {"image_size": args.size, "seed": seed, "form": form, "partitions": partitions}
-    config = MosoConfig(**{**options, "epochs": args.epochs, **moso_overrides(args.moso)})
+    config = replace(
+        pick(args, MosoConfig), image_size=args.size, seed=seed, form=form, partitions=partitions
+    )
     started = time.time()
     scores_file = run_moso(real, gen / "manifest.jsonl", out / f"moso_{form}_{partitions}", config)
     seconds = time.time() - started
@@ -102,18 +87,16 @@ def main() -> None:
     parser.add_argument("--wrong-class", type=int, default=12)
     parser.add_argument("--noise", type=int, default=12)
     parser.add_argument("--duplicates", type=int, default=12)
-    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--forms", default="exact,first_order")
-    parser.add_argument("--partitions", default="1,2")
-    parser.add_argument(
-        "--moso", nargs="*", default=[], help="MosoConfig overrides, e.g. balanced=false width=32"
-    )
+    parser.add_argument("--partitions", dest="partition_counts", default="1,2")
+    # every other MosoConfig field (--epochs, --width, --no-balanced, --sampled-checkpoints, ...)
+    add_dataclass_options(parser, MosoConfig, skip=("image_size", "seed", "form", "partitions"))
     args = parser.parse_args()
     enforce_offline(args.out)
     results = {}
     for form in args.forms.split(","):
-        for partitions in [int(p) for p in args.partitions.split(",")]:
+        for partitions in [int(p) for p in args.partition_counts.split(",")]:
             runs = [
                 run_once(args.out / f"seed{s}", args, s, form, partitions)
                 for s in range(args.seeds)

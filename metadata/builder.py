@@ -15,7 +15,12 @@ import numpy as np
 
 from metadata.atomic import save_png, staging_dir, write_json
 from metadata.background import compose_text_bg, measure_background, tissue_map
-from metadata.near_duplicates import find_duplicate_cases, thumbnail_vector
+from metadata.near_duplicates import (
+    THRESHOLD,
+    THUMBNAIL,
+    find_duplicate_cases,
+    thumbnail_vector,
+)
 from metadata.records import BG_DIR, FG_DIR, IMAGE_DIR, METADATA_FILE, MetadataRecord
 from metadata.records import write_metadata as write_records
 from metadata.vocabulary import NoduleAttributes, compose_text_nd, fill_measured
@@ -68,7 +73,8 @@ def merge_duplicate_cases(records: list[MetadataRecord], thumbnails: np.ndarray,
     write_json(
         root / DUPLICATES_REPORT,
         {
-            "rule": "frames of different cases whose 32 px thumbnails correlate >= 0.98",
+            "rule": f"frames of different cases whose {THUMBNAIL} px thumbnails correlate "
+            f">= {THRESHOLD}",
             "groups": found.groups,
             "labels": {case: sorted(found) for case, found in sorted(labels.items())},
         },

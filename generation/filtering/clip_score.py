@@ -22,13 +22,21 @@ def clip_score_from_features(image_features: torch.Tensor, text_features: torch.
 
 
 @torch.no_grad()
-def encode_images(model, preprocess, paths: list[Path], batch_size: int = 64) -> torch.Tensor:
+def encode_pixels(model, pixels: list[torch.Tensor]) -> torch.Tensor:
+    """Image features of preprocessed batches (one tensor per batch), on the CPU."""
     device = next(model.parameters()).device
-    features = []
-    for start in range(0, len(paths), batch_size):
-        batch = torch.stack([preprocess(open_rgb(p)) for p in paths[start : start + batch_size]])
-        features.append(model.encode_image(batch.to(device)).float().cpu())
+    features = [model.encode_image(batch.to(device)).float().cpu() for batch in pixels]
     return torch.cat(features) if features else torch.zeros(0, model.text_projection.shape[1])
+
+
+def preprocessed_batches(preprocess, paths: list[Path], batch_size: int = 64):
+    """Decode and preprocess `paths` a batch at a time (one batch in memory)."""
+    for start in range(0, len(paths), batch_size):
+        yield torch.stack([preprocess(open_rgb(p)) for p in paths[start : start + batch_size]])
+
+
+def encode_images(model, preprocess, paths: list[Path], batch_size: int = 64) -> torch.Tensor:
+    return encode_pixels(model, preprocessed_batches(preprocess, paths, batch_size))
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from pathlib import Path
 import open_clip
 import torch
 
-from generation.filtering.clip_score import encode_images, encode_texts
+from generation.filtering.clip_score import encode_pixels, encode_texts, preprocessed_batches
 
 
 def retrieval_auc(image_features: torch.Tensor, text_features: torch.Tensor, own: list[int]):
@@ -40,22 +40,22 @@ class HeldOutScorer:
     """Decodes the held-out pairs once; scores a model's retrieval AUC on them each epoch."""
 
     def __init__(self, paths: list[Path], texts: list[str], image_size: int, tokenizer):
-        self.paths = paths
         self.distinct = sorted(set(texts))
         self.own = [self.distinct.index(text) for text in texts]
-        self.preprocess = open_clip.image_transform(image_size, is_train=False)
+        preprocess = open_clip.image_transform(image_size, is_train=False)
+        self.pixels = list(preprocessed_batches(preprocess, paths))  # decoded once, not per epoch
         self.tokenizer = tokenizer
 
     @property
     def usable(self) -> bool:
-        return len(self.paths) > 0 and len(self.distinct) >= 2
+        return len(self.own) > 0 and len(self.distinct) >= 2
 
     @torch.no_grad()
     def __call__(self, model) -> float:
         was_training = model.training
         model.eval()
         try:
-            images = encode_images(model, self.preprocess, self.paths)
+            images = encode_pixels(model, self.pixels)
             texts = encode_texts(model, self.tokenizer, self.distinct)
         finally:
             model.train(was_training)

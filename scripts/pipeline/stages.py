@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,18 +215,14 @@ def diffusion_stages(config: PipelineConfig, layout: Layout) -> list[Stage]:
 def augment_labels(splits: dict, subtypes: list[str], augment: str) -> dict[str, str]:
     """The class generated for each task: the paper adds the rare subtype, but where benign
     is the task's smaller train class (DDTI: 63 benign vs 219 malignant), "minority" adds benign."""
-    labels = {}
-    for subtype in subtypes:
-        if augment != "minority":
-            labels[subtype] = subtype if augment == "subtype" else BENIGN
-            continue
-        train = [
-            row["label"]
-            for row in splits.get("assignments", {}).values()
-            if row.get("split") == "train" and not row.get("synthetic")
-        ]
-        labels[subtype] = BENIGN if train.count(BENIGN) < train.count(subtype) else subtype
-    return labels
+    if augment != "minority":
+        return {subtype: subtype if augment == "subtype" else BENIGN for subtype in subtypes}
+    train = Counter(
+        row["label"]
+        for row in splits.get("assignments", {}).values()
+        if row.get("split") == "train" and not row.get("synthetic")
+    )
+    return {s: BENIGN if train[BENIGN] < train[s] else s for s in subtypes}
 
 
 def generation_stage(
