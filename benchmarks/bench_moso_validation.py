@@ -22,10 +22,14 @@ import numpy as np
 
 from generation.filtering.cli import add_dataclass_options, pick
 from generation.filtering.commands import run_moso
+from generation.filtering.images import thumbnails
+from generation.filtering.manifest import read_manifest
 from generation.filtering.moso_params import MosoConfig
+from generation.filtering.select import near_copies
 from generation.filtering.standin import add_corruptions, dataset_as_manifest
 from generation.offline import enforce_offline
 from metadata.importers.phantom import build_phantom_dataset
+from metadata.phantom import PhantomConfig
 
 
 def bottom_k_precision(scores: np.ndarray, is_bad: np.ndarray, groups: np.ndarray) -> float:
@@ -42,9 +46,18 @@ def bottom_k_precision(scores: np.ndarray, is_bad: np.ndarray, groups: np.ndarra
     return hits / max(total, 1)
 
 
+def phantom(args, seed: int) -> PhantomConfig:
+    config = PhantomConfig(size=args.size, seed=seed)
+    if args.difficulty is not None:
+        config.difficulty = args.difficulty
+    return config
+
+
 def run_once(out: Path, args, seed: int, form: str, partitions: int) -> dict:
-    real = build_phantom_dataset(out / "real", args.n_real, args.size, seed=seed)
-    synth = build_phantom_dataset(out / "synthetic_src", args.n_synthetic, args.size, seed + 1000)
+    real = build_phantom_dataset(out / "real", args.n_real, args.size, seed, phantom(args, seed))
+    synth = build_phantom_dataset(
+        out / "synthetic_src", args.n_synthetic, args.size, seed + 1000, phantom(args, seed + 1000)
+    )
     gen = out / "gen"
     dataset_as_manifest(synth, gen)
     add_corruptions(gen, args.wrong_class, args.noise, args.duplicates, seed=seed)
@@ -69,6 +82,22 @@ def run_once(out: Path, args, seed: int, form: str, partitions: int) -> dict:
     result["mean_percentile"] = {
         kind or "clean": float(percentile[kinds == kind].mean()) for kind in np.unique(kinds)
     }
+    # The filter's near-copy rule runs before MoSo (generation/filtering/select.py): what it
+    # drops goes to the bottom, the rest keeps its MoSo order.
+    synthetic = read_manifest(gen / "manifest.jsonl")
+    copies = near_copies(list(range(len(synthetic))), thumbnails([im.path for im in synthetic]))
+    copy_ids = {synthetic[i].id for i in copies}
+    combined = np.where([r["id"] in copy_ids for r in rows], -np.inf, scores)
+    result["near_copy_rule_flagged"] = {
+        kind or "clean": int(
+            sum(1 for i in copies if synthetic[i].row.get("corruption", "") == kind)
+        )
+        for kind in ("", "wrong_class", "noise", "duplicate")
+    }
+    result["precision_bottom_k_pool_with_copy_rule"] = bottom_k_precision(combined, bad, everyone)
+    result["precision_bottom_k_per_class_with_copy_rule"] = bottom_k_precision(
+        combined, bad, labels
+    )
     for kind in ("wrong_class", "noise", "duplicate"):
         only = (kinds == kind) | ~bad
         chosen = np.flatnonzero(only)
@@ -89,6 +118,7 @@ def main() -> None:
     parser.add_argument("--duplicates", type=int, default=12)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--forms", default="exact,first_order")
+    parser.add_argument("--difficulty", type=float, default=None, help="phantom (default: its own)")
     parser.add_argument("--partitions", dest="partition_counts", default="1,2")
     # every other MosoConfig field (--epochs, --width, --no-balanced, --sampled-checkpoints, ...)
     add_dataclass_options(parser, MosoConfig, skip=("image_size", "seed", "form", "partitions"))

@@ -184,3 +184,29 @@ def test_bad_configs_name_the_problem(workspace, tmp_path):
     missing = tiny_config(workspace, "bad", pretrained_model_name_or_path=str(tmp_path / "none"))
     with pytest.raises(PipelineFolderError, match="no such folder"):
         coarse_train.train_coarse(missing)
+
+
+@pytest.mark.parametrize("center_crop", [True, False])
+def test_nodule_loss_weight_changes_training_and_resumes_exactly(workspace, center_crop):
+    name = f"nodule_{center_crop}"
+    options = {"nodule_loss_weight": 10.0, "center_crop": center_crop, "max_train_steps": 4}
+    weighted = coarse_train.train_coarse(tiny_config(workspace, name, **options))
+    run = json.loads((weighted / "tiger_coarse.json").read_text())
+    assert run["config"]["nodule_loss_weight"] == 10.0
+    plain_options = {**options, "nodule_loss_weight": 1.0}
+    plain = weights(
+        coarse_train.train_coarse(tiny_config(workspace, name + "_plain", **plain_options)), "unet"
+    )
+    assert any(not torch.equal(v, plain[k]) for k, v in weights(weighted, "unet").items())
+
+    def kill_at_step_3(step: int) -> None:
+        if step == 3:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        coarse_train.train_coarse(tiny_config(workspace, name + "_k", **options), kill_at_step_3)
+    resumed = coarse_train.train_coarse(
+        tiny_config(workspace, name + "_k", resume_from_checkpoint="latest", **options)
+    )
+    ours, reference = weights(resumed, "unet"), weights(weighted, "unet")
+    assert all(torch.equal(ours[k], reference[k]) for k in reference)

@@ -181,3 +181,32 @@ def test_prompt_separation_sees_collapse():
     assert separated > COLLAPSE_WARNING
     same = prompt_separation(parts.text_encoder, parts.tokenizer, [prompts[0]] * 2, "cpu")
     assert same == pytest.approx(0.0, abs=1e-6)
+
+
+def test_nodule_weights_follow_the_mask_and_its_flip():
+    from generation.coarse.train import nodule_weight_maps
+    from generation.training.loss import diffusion_loss
+
+    masks = torch.zeros(1, 1, 8, 8)
+    masks[0, 0, :4, :2] = 1.0  # top-left nodule; latent 4x4 -> cell (0,0) full, (1,0) full
+    weights = nodule_weight_maps(masks, (4, 4), 10.0)
+    assert weights[0, 0, 0, 0] == 10.0 and weights[0, 0, 1, 0] == 10.0
+    assert weights[0, 0, 0, 1] == 1.0 and weights.sum() == 14 + 2 * 10.0
+    # The weighted loss is a weighted mean: an error only inside the nodule counts 10x more
+    # than the same error only outside it, and uniform errors give the plain MSE.
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler()
+    target = torch.zeros(1, 4, 4, 4)
+    inside, outside = target.clone(), target.clone()
+    inside[..., 0, 0] = 1.0
+    outside[..., 3, 3] = 1.0
+    steps = torch.tensor([500])
+    loss_in = diffusion_loss(inside, target, steps, scheduler, None, weights)
+    loss_out = diffusion_loss(outside, target, steps, scheduler, None, weights)
+    assert torch.isclose(loss_in / loss_out, torch.tensor(10.0))
+    uniform = torch.ones_like(target)
+    assert torch.isclose(
+        diffusion_loss(uniform, target, steps, scheduler, 5.0, weights),
+        diffusion_loss(uniform, target, steps, scheduler, 5.0),
+    )

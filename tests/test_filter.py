@@ -15,6 +15,7 @@ from generation.filtering.manifest import read_manifest
 from generation.filtering.select import (
     CLIP_QUANTILE,
     CLIP_THRESHOLD,
+    DUPLICATE,
     MOSO_PRUNED,
     FilterConfig,
     select,
@@ -29,26 +30,52 @@ MOSO = np.array([0.6, 0.1, 0.5, 0.2, 0.3, 0.4, 0.9, 0.8, 0.7, 0.1])
 
 
 def test_clip_threshold_drops_only_scores_below_it():
-    reasons = select(LABELS, CLIP, MOSO, FilterConfig(clip_threshold=30.0))
+    reasons = select(LABELS, CLIP, MOSO, FilterConfig(clip_threshold=30.0, drop_duplicates=False))
     dropped = [i for i, r in enumerate(reasons) if r]
     assert dropped == [0, 4, 6] and {reasons[i] for i in dropped} == {CLIP_THRESHOLD}
 
 
 def test_clip_quantile_is_applied_within_each_class():
-    reasons = select(LABELS, CLIP, MOSO, FilterConfig(clip_quantile=0.5))
+    reasons = select(LABELS, CLIP, MOSO, FilterConfig(clip_quantile=0.5, drop_duplicates=False))
     # FTC: 6 images -> lowest 3 (10, 20, 30); MTC: 4 images -> lowest 2 (5, 70)
     assert [i for i, r in enumerate(reasons) if r] == [0, 2, 4, 6, 7]
     assert all(r == CLIP_QUANTILE for r in reasons if r)
 
 
 def test_moso_prunes_lowest_per_class_among_clip_survivors():
-    reasons = select(LABELS, CLIP, MOSO, FilterConfig(clip_threshold=15.0, moso_prune_ratio=0.5))
+    config = FilterConfig(clip_threshold=15.0, moso_prune_ratio=0.5, drop_duplicates=False)
+    reasons = select(LABELS, CLIP, MOSO, config)
     # FTC survivors 1..5 (5 images) -> floor(2.5)=2 lowest MoSo: 1 (0.1), 3 (0.2)
     # MTC survivors 7,8,9 -> floor(1.5)=1 lowest MoSo: 9 (0.1)
     assert reasons[0] == CLIP_THRESHOLD and reasons[6] == CLIP_THRESHOLD
     assert [i for i, r in enumerate(reasons) if r == MOSO_PRUNED] == [1, 3, 9]
     kept = [i for i, r in enumerate(reasons) if not r]
     assert kept == [2, 4, 5, 7, 8]
+
+
+def test_near_copies_are_dropped_before_moso_and_the_first_copy_is_kept():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(10, 64))
+    vectors[7] = vectors[2] + 0.01 * rng.normal(size=64)  # a near-copy, filed under MTC
+    vectors[9] = -vectors[3]  # anti-correlated is not a copy
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    config = FilterConfig(moso_prune_ratio=0.5)
+    reasons = select(LABELS, CLIP, MOSO, config, vectors)
+    assert [i for i, r in enumerate(reasons) if r == DUPLICATE] == [7]
+    # MTC survivors 6, 8, 9 (7 is a copy) -> floor(1.5) = 1 lowest MoSo: 9
+    assert [i for i, r in enumerate(reasons) if r == MOSO_PRUNED] == [1, 3, 4, 9]
+    with pytest.raises(ValueError, match="thumbnails"):
+        select(LABELS, CLIP, MOSO, config)
+
+
+def test_filter_drops_exact_copies_from_the_manifest(tmp_path):
+    manifest = write_gen(tmp_path / "gen", n=8)
+    rows = add_corruptions(tmp_path / "gen", wrong_class=0, noise=0, duplicates=2, seed=3)
+    summary = run_filter(manifest, tmp_path / "filtered", FilterConfig(), None, None)
+    dropped = {r["id"]: r["drop_reason"] for r in summary["dropped"]}
+    assert dropped == {r["id"]: DUPLICATE for r in rows if r.get("corruption") == "duplicate"}
+    kept = FilterConfig(drop_duplicates=False)
+    assert run_filter(manifest, tmp_path / "kept", kept, None, None)["kept"] == 10
 
 
 def test_filter_config_rejects_contradictions():
@@ -127,7 +154,7 @@ def test_corruptions_are_labelled_and_readable(tmp_path):
     write_gen(tmp_path / "gen", n=8)
     rows = add_corruptions(tmp_path / "gen", wrong_class=2, noise=2, duplicates=2, seed=1)
     images = read_manifest(tmp_path / "gen")
-    assert len(images) == 14
+    assert len(images) == 12  # 8 clean, 2 of them moved to wrong-class rows, + 2 noise, 2 copies
     kinds = [r.get("corruption", "") for r in rows]
     assert kinds.count("wrong_class") == kinds.count("noise") == kinds.count("duplicate") == 2
     by_id = {im.id: im for im in images}
@@ -136,7 +163,9 @@ def test_corruptions_are_labelled_and_readable(tmp_path):
             original = by_id[row["reference"]]
             assert open_rgb(by_id[row["id"]].path).tobytes() == open_rgb(original.path).tobytes()
         if row["corruption"] == "wrong_class":
-            assert row["label"] != by_id[row["reference"]].label
+            # relabelled, and its source row (and file) left the pool: no copy remains
+            assert row["label"] != row["true_label"] and row["reference"] not in by_id
+    assert len(list((tmp_path / "gen" / "images").glob("*.png"))) == 12
 
 
 # ---- corrupted inputs: every error names the file (and line) ----

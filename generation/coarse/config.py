@@ -71,6 +71,10 @@ class CoarseConfig:
     adam_epsilon: float = 1e-8
     max_grad_norm: float = 1.0
     snr_gamma: float | None = 5.0
+    # Loss weight of latent positions inside the nodule mask (condition_FG), relative to tissue.
+    # The nodule is ~4% of a frame and the only part its words describe; with 1 (plain MSE) the
+    # speckle the text cannot predict dominates the loss and the tiny UNet ignores the prompt.
+    nodule_loss_weight: float = 1.0
     noise_offset: float = 0.0
     use_ema: bool = True
     ema_decay: float = 0.999
@@ -149,6 +153,10 @@ class CoarseConfig:
             fail("ema_decay", f"must be in (0, 1), got {self.ema_decay}")
         if self.snr_gamma is not None and self.snr_gamma <= 0:
             fail("snr_gamma", f"must be positive (or unset), got {self.snr_gamma}")
+        if self.nodule_loss_weight < 1:
+            fail(
+                "nodule_loss_weight", f"must be >= 1 (1: plain loss), got {self.nodule_loss_weight}"
+            )
         if self.noise_offset < 0:
             fail("noise_offset", f"must be >= 0, got {self.noise_offset}")
         if self.cpu_threads is not None and self.cpu_threads < 1:
@@ -172,27 +180,31 @@ class CoarseConfig:
 
 
 # CPU profiles of the tiny default on the phantom. Quick: the whole stage (autoencoder, training,
-# one validation grid) in <= ~800 CPU-seconds, so it trains at 64 px (a 128 px phantom is resized;
-# 128 px costs ~4x per step). Long: 128 px, an hour or two on 2 cores. Toy: CI end-to-end smoke.
+# one validation grid) in ~14 minutes on 2 cores, so it trains at 64 px (a 128 px phantom is
+# resized; 128 px costs ~4x per step). Long: 128 px, an hour or two on 2 cores. Toy: CI
+# end-to-end smoke.
 PROFILES: dict[str, dict] = {
     "quick": {
         "prompt_background": "words",
         "resolution": 64,
-        "max_train_steps": 600,
+        # The prompt starts to act between 600 and 1500 steps (benchmarks/coarse_prompt_shape.py).
+        "max_train_steps": 1500,
+        "nodule_loss_weight": 10.0,
         "autoencoder_steps": 400,
         "autoencoder_crop_size": 32,
         "train_batch_size": 16,
         "learning_rate": 4e-4,
         "text_encoder_learning_rate": 4e-5,
         "lr_warmup_steps": 30,
-        "checkpointing_steps": 200,
-        "validation_steps": 600,
+        "checkpointing_steps": 500,
+        "validation_steps": 1500,
         "validation_inference_steps": 20,
     },
     "long": {
         "prompt_background": "words",
         "resolution": 128,
         "max_train_steps": 4000,
+        "nodule_loss_weight": 10.0,
         "autoencoder_steps": 1500,
         "train_batch_size": 16,
         "learning_rate": 2e-4,

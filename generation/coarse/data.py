@@ -22,6 +22,7 @@ class CoarseDataset:
     image_paths: list[Path]
     prompts: list[str]
     resolution: int
+    mask_paths: list[Path] | None = None  # condition_FG (nodule masks), for the nodule loss weight
 
     def __len__(self) -> int:
         return len(self.records)
@@ -32,6 +33,17 @@ class CoarseDataset:
         for position, index in enumerate(indices):
             offset = crops[position] if crops is not None else None
             batch.append(load_image(self.image_paths[index], self.resolution, offset))
+        return torch.from_numpy(np.stack(batch))
+
+    def load_masks(self, indices: list[int], crops: list[tuple[int, int]] | None = None):
+        """Nodule masks as {0, 1} float tensors [B, 1, R, R], cropped like `load_pixels`."""
+        if self.mask_paths is None:
+            raise ValueError("this dataset was loaded without its condition_FG masks")
+        batch = []
+        for position, index in enumerate(indices):
+            offset = crops[position] if crops is not None else None
+            mask = load_image(self.mask_paths[index], self.resolution, offset)
+            batch.append((mask.max(axis=0, keepdims=True) > 0).astype(np.float32))
         return torch.from_numpy(np.stack(batch))
 
     def crop_range(self, index: int) -> tuple[int, int]:
@@ -77,4 +89,5 @@ def load_coarse_dataset(
             raise MetadataError(meta_file, f"image {record.file_name!r} not found ({path})", line)
         paths.append(path)
     prompts = [combine_prompt(r.text_nd, r.text_bg, background) for r in records]
-    return CoarseDataset(records, paths, prompts, resolution)
+    masks = [resolve(meta_file, r.condition_FG) for r in records]
+    return CoarseDataset(records, paths, prompts, resolution, masks)

@@ -76,6 +76,7 @@ RESUME_INVARIANTS = (
     "prompt_background",
     "use_lora",
     "lora_rank",
+    "nodule_loss_weight",
 )
 
 
@@ -140,24 +141,58 @@ def draw_batch(config: CoarseConfig, num_items: int, micro_step: int, accelerato
     return Batch(indices, flips, dropped, generator)
 
 
+def draw_crops(
+    config: CoarseConfig, dataset: CoarseDataset, batch: Batch
+) -> list[tuple[int, int]] | None:
+    """Random (top, left) crops for the uncached path; None means centre crops."""
+    if config.center_crop:
+        return None
+    crops = []
+    for index in batch.indices.tolist():
+        spare_rows, spare_cols = dataset.crop_range(index)
+        top = int(torch.randint(0, spare_rows + 1, (1,), generator=batch.generator))
+        left = int(torch.randint(0, spare_cols + 1, (1,), generator=batch.generator))
+        crops.append((top, left))
+    return crops
+
+
 def encode_batch_pixels(
-    config: CoarseConfig, dataset: CoarseDataset, vae, batch: Batch, device, dtype
+    dataset: CoarseDataset, vae, batch: Batch, crops: list[tuple[int, int]] | None, device, dtype
 ) -> torch.Tensor:
     """The uncached path: load, crop, flip and encode the batch now (as diffusers' example)."""
-    crops = None
-    if not config.center_crop:
-        crops = []
-        for index in batch.indices.tolist():
-            spare_rows, spare_cols = dataset.crop_range(index)
-            top = int(torch.randint(0, spare_rows + 1, (1,), generator=batch.generator))
-            left = int(torch.randint(0, spare_cols + 1, (1,), generator=batch.generator))
-            crops.append((top, left))
     pixels = dataset.load_pixels(batch.indices.tolist(), crops)
     pixels = torch.where(batch.flips[:, None, None, None], torch.flip(pixels, dims=[-1]), pixels)
     with torch.no_grad():
         posterior = vae.encode(pixels.to(device, dtype)).latent_dist
         noise = torch.randn(posterior.mean.shape, generator=batch.generator)
         return posterior.mean.float() + posterior.std.float() * noise.to(device)
+
+
+def nodule_weight_maps(masks: torch.Tensor, latent_size: tuple[int, int], weight: float):
+    """Per-latent-position loss weights: 1 in tissue, `weight` inside the nodule; a latent cell
+    the mask covers partly gets the covered fraction of the extra weight."""
+    covered = torch.nn.functional.adaptive_avg_pool2d(masks.float(), latent_size)
+    return 1.0 + (weight - 1.0) * covered
+
+
+def batch_nodule_weights(
+    config: CoarseConfig,
+    dataset: CoarseDataset,
+    batch: Batch,
+    crops: list[tuple[int, int]] | None,
+    centre_weights: torch.Tensor | None,
+    latent_size: tuple[int, int],
+) -> torch.Tensor | None:
+    """The batch's weight maps (mirrored with their images), or None for the plain loss."""
+    if config.nodule_loss_weight == 1.0:
+        return None
+    if centre_weights is not None and crops is None:
+        weights = centre_weights[batch.indices]
+    else:
+        masks = dataset.load_masks(batch.indices.tolist(), crops)
+        weights = nodule_weight_maps(masks, latent_size, config.nodule_loss_weight)
+    flips = batch.flips.to(weights.device)[:, None, None, None]
+    return torch.where(flips, torch.flip(weights, dims=[-1]), weights)
 
 
 def trainable_models(config: CoarseConfig, components: PipelineComponents):
@@ -357,6 +392,14 @@ def train_coarse(config: CoarseConfig, step_callback: Callable[[int], None] | No
             latent_cache.std.to(device),
         )
 
+    centre_weights = None
+    if config.nodule_loss_weight != 1.0 and config.center_crop:
+        downsampling = 2 ** (len(vae.config.block_out_channels) - 1)
+        latent_size = (config.resolution // downsampling,) * 2
+        centre_weights = nodule_weight_maps(
+            dataset.load_masks(list(range(len(dataset)))), latent_size, config.nodule_loss_weight
+        )
+
     global_step = 0
     resume_path = ckpt.resolve_resume(output, config.resume_from_checkpoint)
     if resume_path is not None:
@@ -399,12 +442,16 @@ def train_coarse(config: CoarseConfig, step_callback: Callable[[int], None] | No
             micro_step = global_step * accumulation + micro
             batch = draw_batch(config, len(dataset), micro_step, accelerator)
             with accelerator.accumulate(unet):
+                crops = draw_crops(config, dataset, batch) if latent_cache is None else None
                 if latent_cache is not None:
                     latents = latent_cache.sample(
                         batch.indices.to(device), batch.flips.to(device), batch.generator
                     )
                 else:
-                    latents = encode_batch_pixels(config, dataset, vae, batch, device, dtype)
+                    latents = encode_batch_pixels(dataset, vae, batch, crops, device, dtype)
+                pixel_weights = batch_nodule_weights(
+                    config, dataset, batch, crops, centre_weights, latents.shape[-2:]
+                )
                 latents = ((latents - shift) * scaling).float()
                 noise = sample_noise(latents, batch.generator, config.noise_offset)
                 timesteps = sample_timesteps(
@@ -419,7 +466,12 @@ def train_coarse(config: CoarseConfig, step_callback: Callable[[int], None] | No
                 prediction = unet(noisy.to(unet_dtype(unet)), timesteps, hidden).sample
                 target = training_target(noise_scheduler, latents, noise, timesteps)
                 loss = diffusion_loss(
-                    prediction, target, timesteps, noise_scheduler, config.snr_gamma
+                    prediction,
+                    target,
+                    timesteps,
+                    noise_scheduler,
+                    config.snr_gamma,
+                    None if pixel_weights is None else pixel_weights.to(device),
                 )
                 mean_loss = accelerator.reduce(loss.detach(), "mean").item()
                 check_finite_loss(mean_loss, global_step + 1, last_checkpoint)

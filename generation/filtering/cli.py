@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     keep.add_argument("--clip-threshold", type=float, default=None)
     keep.add_argument("--clip-quantile", type=float, default=None)
     keep.add_argument("--moso-prune-ratio", type=float, default=0.0)
+    keep.add_argument(
+        "--keep-duplicates",
+        action="store_true",
+        help="keep near-copies of an earlier image (dropped by default; MoSo cannot see them)",
+    )
     return parser
 
 
@@ -92,7 +97,12 @@ def main(argv: list[str] | None = None) -> None:
             commands.run_moso(args.dataset, args.manifest, args.out, config, args.holdout_fraction)
         )
     else:
-        config = FilterConfig(args.clip_threshold, args.clip_quantile, args.moso_prune_ratio)
+        config = FilterConfig(
+            args.clip_threshold,
+            args.clip_quantile,
+            args.moso_prune_ratio,
+            drop_duplicates=not args.keep_duplicates,
+        )
         summary = commands.run_filter(
             args.manifest, args.out, config, args.clip_scores, args.moso_scores
         )

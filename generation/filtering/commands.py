@@ -13,6 +13,7 @@ from generation.filtering.clip_model import load_model
 from generation.filtering.clip_report import compare_paired, describe
 from generation.filtering.clip_score import clip_scores, mismatched_texts
 from generation.filtering.filter_report import write_report
+from generation.filtering.images import thumbnails
 from generation.filtering.manifest import (
     read_manifest,
     read_scores,
@@ -120,7 +121,8 @@ def run_filter(
                 raise MetadataError(where, f"no score for {len(missing)} id(s), e.g. {missing[0]}")
     clip_values = np.array([clip.get(im.id, math.nan) for im in images])
     moso_values = np.array([moso.get(im.id, math.nan) for im in images])
-    reasons = select([im.label for im in images], clip_values, moso_values, config)
+    vectors = thumbnails([im.path for im in images]) if config.drop_duplicates else None
+    reasons = select([im.label for im in images], clip_values, moso_values, config, vectors)
     rows = []
     for image, reason in zip(images, reasons):
         row = dict(image.row)

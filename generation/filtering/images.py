@@ -37,3 +37,13 @@ def load_gray_stack(paths: list[Path], size: int) -> torch.Tensor:
     if not paths:
         return torch.zeros(0, 1, size, size)
     return torch.stack([load_gray_tensor(path, size) for path in paths])
+
+
+def thumbnails(paths: list[Path]) -> np.ndarray:
+    """(N, 1024) unit-norm grey thumbnails: a dot product is the Pearson correlation the
+    near-copy rule thresholds (metadata.near_duplicates)."""
+    from metadata.near_duplicates import THUMBNAIL, thumbnail_vector
+
+    if not paths:
+        return np.zeros((0, THUMBNAIL * THUMBNAIL))
+    return np.stack([thumbnail_vector(np.asarray(open_rgb(p).convert("L"))) for p in paths])

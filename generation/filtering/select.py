@@ -1,7 +1,9 @@
-"""Which synthetic images to keep: CLIP rule first, then MoSo pruning, each class separately.
+"""Which synthetic images to keep: CLIP rule, then near-copies, then MoSo, each class separately.
 
 Classes are indexed separately so a rare subtype is never emptied by a common one: the CLIP
-quantile and the MoSo prune ratio are applied within each label.
+quantile and the MoSo prune ratio are applied within each label. Near-copies get their own rule
+because MoSo cannot see them: a copy's gradient equals its original's, so to first order it
+looks exactly as useful as the original (generation/filtering/moso_score.py).
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from metadata.near_duplicates import THRESHOLD
+
 CLIP_THRESHOLD = "clip_below_threshold"
 CLIP_QUANTILE = "clip_below_class_quantile"
 MOSO_PRUNED = "moso_pruned"
+DUPLICATE = "near_copy_of_earlier_image"
 
 
 @dataclass
@@ -21,6 +26,7 @@ class FilterConfig:
     clip_threshold: float | None = None  # drop images scoring below this (0-100)
     clip_quantile: float | None = None  # drop this lowest fraction per class
     moso_prune_ratio: float = 0.0  # drop this lowest-MoSo fraction per class (of CLIP survivors)
+    drop_duplicates: bool = True  # drop near-copies of an earlier kept image (any class)
 
     def __post_init__(self) -> None:
         if self.clip_threshold is not None and self.clip_quantile is not None:
@@ -41,10 +47,27 @@ def lowest(indices: list[int], values: np.ndarray, count: int) -> set[int]:
     return set(ranked[:count])
 
 
+def near_copies(indices: list[int], vectors: np.ndarray, threshold: float = THRESHOLD) -> set[int]:
+    """Members of `indices` that correlate >= `threshold` with an earlier member (in order)."""
+    copies: set[int] = set()
+    kept: list[int] = []
+    for i in indices:
+        if kept and float(np.max(vectors[kept] @ vectors[i])) >= threshold:
+            copies.add(i)
+        else:
+            kept.append(i)
+    return copies
+
+
 def select(
-    labels: list[str], clip: np.ndarray, moso: np.ndarray, config: FilterConfig
+    labels: list[str],
+    clip: np.ndarray,
+    moso: np.ndarray,
+    config: FilterConfig,
+    thumbnails: np.ndarray | None = None,
 ) -> list[str]:
-    """Drop reason per image ("" = kept). `clip`/`moso` may hold NaN only for unused rules."""
+    """Drop reason per image ("" = kept). `clip`/`moso` may hold NaN only for unused rules;
+    `thumbnails` (near_duplicates.thumbnail_vector rows) are needed when drop_duplicates."""
     reasons = [""] * len(labels)
     for label in sorted(set(labels)):
         members = [i for i, name in enumerate(labels) if name == label]
@@ -56,6 +79,13 @@ def select(
             count = math.floor(config.clip_quantile * len(members))
             for i in lowest(members, clip, count):
                 reasons[i] = CLIP_QUANTILE
+    if config.drop_duplicates:
+        if thumbnails is None:
+            raise ValueError("drop_duplicates needs the images' thumbnails")
+        for i in near_copies([i for i in range(len(labels)) if not reasons[i]], thumbnails):
+            reasons[i] = DUPLICATE
+    for label in sorted(set(labels)):
+        members = [i for i, name in enumerate(labels) if name == label]
         survivors = [i for i in members if not reasons[i]]
         count = math.floor(config.moso_prune_ratio * len(survivors))
         for i in lowest(survivors, moso, count):

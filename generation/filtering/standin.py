@@ -82,7 +82,12 @@ def add_corruptions(
     duplicates: int,
     seed: int = 0,
 ) -> list[dict]:
-    """Append corrupted rows to GEN/manifest.jsonl (rewritten atomically); returns all rows."""
+    """Add corrupted rows to GEN/manifest.jsonl (rewritten atomically); returns all rows.
+
+    Wrong-class rows are clean images moved out of their own row and relabelled, so no copy of
+    them stays in the pool (a copy would be caught by the filter's near-copy rule, not by the
+    label). Noise rows are new; duplicate rows copy a clean image that stays in the pool.
+    """
     gen = Path(gen_dir)
     rows = [json.loads(line) for line in (gen / MANIFEST_FILE).read_text().splitlines() if line]
     clean = [row for row in rows if not row.get("corruption")]
@@ -90,9 +95,11 @@ def add_corruptions(
     labels = sorted({row["label"] for row in clean})
     if wrong_class and len(labels) < 2:
         raise ValueError("wrong-class corruption needs at least two labels")
+    if wrong_class >= len(clean):
+        raise ValueError(f"{wrong_class} wrong-class rows need more than {len(clean)} clean rows")
     added = []
-    for k in range(wrong_class):
-        source = clean[int(rng.integers(len(clean)))]
+    moved = [clean[int(i)] for i in rng.choice(len(clean), size=wrong_class, replace=False)]
+    for k, source in enumerate(moved):
         other = [row for row in clean if row["label"] != source["label"]]
         target = other[int(rng.integers(len(other)))]
         row = manifest_row(
@@ -103,8 +110,12 @@ def add_corruptions(
             corruption="wrong_class",
             reference=source["id"],
         )
+        row["true_label"] = source["label"]
         shutil.copyfile(gen / source["file_name"], gen / row["file_name"])
         added.append(row)
+    moved_ids = {row["id"] for row in moved}
+    rows = [row for row in rows if row["id"] not in moved_ids]
+    clean = [row for row in clean if row["id"] not in moved_ids]
     size = open_rgb(gen / clean[0]["file_name"]).size
     for k in range(noise):
         target = clean[int(rng.integers(len(clean)))]
@@ -130,4 +141,6 @@ def add_corruptions(
         shutil.copyfile(gen / source["file_name"], gen / row["file_name"])
         added.append(row)
     write_jsonl(gen / MANIFEST_FILE, rows + added)
+    for source in moved:  # only once the manifest no longer names them
+        (gen / source["file_name"]).unlink()
     return rows + added

@@ -43,16 +43,34 @@ def diffusion_loss(
     timesteps: torch.Tensor,
     scheduler: DDPMScheduler,
     snr_gamma: float | None = None,
+    pixel_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """MSE, optionally min-SNR-gamma weighted (Hang et al. 2023) as in diffusers' examples."""
+    """MSE, optionally min-SNR-gamma weighted (Hang et al. 2023) as in diffusers' examples.
+
+    `pixel_weights` ([B, 1, h, w], broadcast over channels) reweights latent positions inside each
+    item; each item's loss is its weighted mean, so the loss keeps its scale.
+    """
+    if pixel_weights is not None:
+        squared = (model_pred.float() - target.float()) ** 2
+        weights = pixel_weights.float().expand_as(squared)
+        dims = list(range(1, squared.ndim))
+        per_item = (squared * weights).sum(dim=dims) / weights.sum(dim=dims)
+        if not snr_gamma:
+            return per_item.mean()
+        return (per_item * snr_weights(scheduler, timesteps, snr_gamma)).mean()
     if not snr_gamma:
         return F.mse_loss(model_pred.float(), target.float(), reduction="mean")
+    per_item = F.mse_loss(model_pred.float(), target.float(), reduction="none")
+    per_item = per_item.mean(dim=list(range(1, per_item.ndim)))
+    return (per_item * snr_weights(scheduler, timesteps, snr_gamma)).mean()
+
+
+def snr_weights(
+    scheduler: DDPMScheduler, timesteps: torch.Tensor, snr_gamma: float
+) -> torch.Tensor:
+    """min(SNR, gamma) / SNR for epsilon, / (SNR + 1) for v-prediction."""
     snr = compute_snr(scheduler, timesteps)
     clipped = torch.minimum(snr, torch.full_like(snr, snr_gamma))
     if scheduler.config.prediction_type == "v_prediction":
-        weights = clipped / (snr + 1)
-    else:
-        weights = clipped / snr
-    per_item = F.mse_loss(model_pred.float(), target.float(), reduction="none")
-    per_item = per_item.mean(dim=list(range(1, per_item.ndim)))
-    return (per_item * weights).mean()
+        return clipped / (snr + 1)
+    return clipped / snr
