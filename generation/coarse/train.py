@@ -56,7 +56,7 @@ from generation.training.precision import (
     weight_dtype,
 )
 from generation.training.progress import Progress
-from generation.training.randomness import batch_indices, step_generator
+from generation.training.randomness import batch_indices, random_crops, step_generator
 from generation.training.validation import generate_images, image_grid
 from metadata.atomic import save_png, write_json
 
@@ -147,13 +147,7 @@ def draw_crops(
     """Random (top, left) crops for the uncached path; None means centre crops."""
     if config.center_crop:
         return None
-    crops = []
-    for index in batch.indices.tolist():
-        spare_rows, spare_cols = dataset.crop_range(index)
-        top = int(torch.randint(0, spare_rows + 1, (1,), generator=batch.generator))
-        left = int(torch.randint(0, spare_cols + 1, (1,), generator=batch.generator))
-        crops.append((top, left))
-    return crops
+    return random_crops(dataset.crop_range, batch.indices.tolist(), batch.generator)
 
 
 def encode_batch_pixels(

@@ -50,12 +50,14 @@ def lowest(indices: list[int], values: np.ndarray, count: int) -> set[int]:
 def near_copies(indices: list[int], vectors: np.ndarray, threshold: float = THRESHOLD) -> set[int]:
     """Members of `indices` that correlate >= `threshold` with an earlier member (in order)."""
     copies: set[int] = set()
-    kept: list[int] = []
+    kept = np.empty((len(indices), vectors.shape[1]))  # filled in place: no copy per image
+    count = 0
     for i in indices:
-        if kept and float(np.max(vectors[kept] @ vectors[i])) >= threshold:
+        if count and float(np.max(kept[:count] @ vectors[i])) >= threshold:
             copies.add(i)
         else:
-            kept.append(i)
+            kept[count] = vectors[i]
+            count += 1
     return copies
 
 

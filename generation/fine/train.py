@@ -62,7 +62,7 @@ from generation.training.precision import (
     weight_dtype,
 )
 from generation.training.progress import Progress
-from generation.training.randomness import batch_indices, step_generator
+from generation.training.randomness import batch_indices, random_crops, step_generator
 from metadata.atomic import save_png, write_json
 from metadata.splits import SplitConfig
 
@@ -146,19 +146,13 @@ def draw_batch(config: FineConfig, num_items: int, micro_step: int, accelerator)
     return Batch(indices, flips, dropped, generator)
 
 
-def random_crops(dataset: FineDataset, batch: Batch) -> list[tuple[int, int]]:
-    crops = []
-    for index in batch.indices.tolist():
-        spare_rows, spare_cols = dataset.crop_range(index)
-        top = int(torch.randint(0, spare_rows + 1, (1,), generator=batch.generator))
-        left = int(torch.randint(0, spare_cols + 1, (1,), generator=batch.generator))
-        crops.append((top, left))
-    return crops
-
-
 def uncached_inputs(config: FineConfig, dataset: FineDataset, vae, batch: Batch, device, dtype):
     """Load, crop, flip and encode now; one crop and one flip shared by image and conditions."""
-    crops = None if config.center_crop else random_crops(dataset, batch)
+    crops = (
+        None
+        if config.center_crop
+        else random_crops(dataset.crop_range, batch.indices.tolist(), batch.generator)
+    )
     indices = batch.indices.tolist()
     pixels = flip_where(dataset.load_pixels(indices, crops), batch.flips)
     fg, bg = (flip_where(c, batch.flips) for c in dataset.load_conditions(indices, crops))

@@ -55,3 +55,16 @@ def step_generator(
 ) -> torch.Generator:
     """Generator for everything drawn in one micro-step (flips, dropout, timesteps, noise)."""
     return seeded_generator(seed, STREAM_STEP, micro_step, process_index, device=device)
+
+
+def random_crops(
+    crop_range, indices: list[int], generator: torch.Generator
+) -> list[tuple[int, int]]:
+    """One random (top, left) per item; `crop_range(index)` gives its spare rows and columns."""
+    crops = []
+    for index in indices:
+        spare_rows, spare_cols = crop_range(index)
+        top = int(torch.randint(0, spare_rows + 1, (1,), generator=generator))
+        left = int(torch.randint(0, spare_cols + 1, (1,), generator=generator))
+        crops.append((top, left))
+    return crops
