@@ -42,6 +42,14 @@ class PipelineFolderError(ValueError):
         self.problem = problem
 
 
+def vae_channels_for(downsampling: int) -> tuple[int, ...]:
+    """Tiny autoencoder widths with the given downsampling (4x: the default (32, 64, 64))."""
+    steps = int(downsampling).bit_length() - 1
+    if downsampling < 2 or 2**steps != downsampling:
+        raise ValueError(f"autoencoder downsampling {downsampling} is not a power of two >= 2")
+    return (32,) + (64,) * steps
+
+
 @dataclass
 class TinyModelConfig:
     """The built-in small Stable Diffusion (no weights anywhere); sizes tuned for 2 CPU cores."""

@@ -210,3 +210,27 @@ def test_nodule_loss_weight_changes_training_and_resumes_exactly(workspace, cent
     )
     ours, reference = weights(resumed, "unet"), weights(weighted, "unet")
     assert all(torch.equal(ours[k], reference[k]) for k in reference)
+
+
+def test_autoencoder_downsampling_sets_the_latent_grid(workspace):
+    no_vae_widths = {k: v for k, v in TINY.items() if k != "vae_block_out_channels"}
+    tiny_file = workspace / "tiny_default_vae.json"
+    tiny_file.write_text(json.dumps(no_vae_widths))
+    options = {"tiny_config_file": str(tiny_file), "max_train_steps": 2}
+    folder = coarse_train.train_coarse(
+        tiny_config(workspace, "downsampling8", autoencoder_downsampling=8, **options)
+    )
+    pipeline = StableDiffusionPipeline.from_pretrained(folder)
+    assert pipeline.vae_scale_factor == 8
+    assert pipeline.unet.config.sample_size == 32 // 8
+    image = pipeline(
+        "benign",
+        num_inference_steps=2,
+        output_type="np",
+        generator=torch.Generator().manual_seed(0),
+    ).images
+    assert image.shape == (1, 32, 32, 3)
+    with pytest.raises(CoarseConfigError, match=r"--autoencoder_downsampling.*power of two"):
+        tiny_config(workspace, "bad", autoencoder_downsampling=6).validate()
+    with pytest.raises(CoarseConfigError, match=r"--autoencoder_downsampling.*must divide"):
+        tiny_config(workspace, "bad", autoencoder_downsampling=32).validate()

@@ -165,6 +165,15 @@ def test_toy_and_quick_profiles_are_valid_configs():
         config = CoarseConfig(train_data_dir="d", output_dir="o", **values).validate()
         assert config.autoencoder_crop_size <= config.resolution
     assert PROFILES["toy"]["max_train_steps"] < PROFILES["quick"]["max_train_steps"]
+    from generation.coarse.train import load_tiny_config
+
+    # the long profile's 8x autoencoder keeps the quick profile's latent grid at twice the pixels
+    latent = {
+        name: load_tiny_config(CoarseConfig(train_data_dir="d", output_dir="o", **PROFILES[name]))
+        for name in ("quick", "long")
+    }
+    assert latent["long"].resolution == 2 * latent["quick"].resolution
+    assert latent["long"].latent_size == latent["quick"].latent_size == 16
 
 
 def test_prompt_separation_sees_collapse():

@@ -100,6 +100,12 @@ class CoarseConfig:
     autoencoder_batch_size: int = 16
     autoencoder_learning_rate: float = 1e-3
     autoencoder_texture_weight: float = 1.0
+    # Tiny default only: the autoencoder's downsampling factor (None: the tiny config's, 4x).
+    # The denoiser's cost and what it must learn scale with the latent grid, so 8x at 128 px
+    # keeps the 16x16 latent on which the shape words take hold within the CPU budget (at 4x,
+    # a 32x32 latent, 1500 steps gave no shape control; benchmarks/coarse_prompt_shape.py).
+    # A tiny_config_file that sets vae_block_out_channels wins.
+    autoencoder_downsampling: int | None = None
 
     def __post_init__(self) -> None:
         self.validation_prompts = list(self.validation_prompts)
@@ -165,6 +171,15 @@ class CoarseConfig:
             fail("checkpointing_steps", "checkpointing_steps and validation_steps must be >= 1")
         if self.autoencoder_crop_size % 8 or self.autoencoder_crop_size > self.resolution:
             fail("autoencoder_crop_size", "must be a multiple of 8 and <= resolution")
+        factor = self.autoencoder_downsampling
+        if factor is not None and (factor < 2 or factor & (factor - 1)):
+            fail("autoencoder_downsampling", f"must be a power of two >= 2, got {factor}")
+        if factor is not None and (self.resolution % factor or self.autoencoder_crop_size % factor):
+            fail(
+                "autoencoder_downsampling",
+                f"{factor} must divide resolution {self.resolution} and autoencoder_crop_size "
+                f"{self.autoencoder_crop_size}",
+            )
         if self.validation_prompts and not self.validation_seeds:
             fail("validation_seeds", "at least one seed is needed for validation")
         return self
@@ -180,14 +195,14 @@ class CoarseConfig:
 
 
 # CPU profiles of the tiny default on the phantom. Quick: the whole stage (autoencoder, training,
-# one validation grid) in ~14 minutes on 2 cores, so it trains at 64 px (a 128 px phantom is
-# resized; 128 px costs ~4x per step). Long: 128 px, an hour or two on 2 cores. Toy: CI
-# end-to-end smoke.
+# one validation grid) in 14-20 minutes on 2 cores, so it trains at 64 px (a 128 px phantom is
+# resized; 128 px costs ~4x per step at the same autoencoder). Long: 128 px with an 8x
+# autoencoder, ~45 minutes on 2 cores. Toy: CI end-to-end smoke.
 PROFILES: dict[str, dict] = {
     "quick": {
         "prompt_background": "words",
         "resolution": 64,
-        # The prompt starts to act between 600 and 1500 steps (benchmarks/coarse_prompt_shape.py).
+        # The prompt acts at 1500 steps, not yet at 1000 (benchmarks/coarse_prompt_shape.py).
         "max_train_steps": 1500,
         "nodule_loss_weight": 10.0,
         "autoencoder_steps": 400,
@@ -201,18 +216,21 @@ PROFILES: dict[str, dict] = {
         "validation_inference_steps": 20,
     },
     "long": {
+        # The quick recipe at 128 px; an 8x autoencoder keeps the denoiser on the same 16x16
+        # latent grid as the quick profile (~45 min on 2 cores: 14 autoencoder + 30 training).
         "prompt_background": "words",
         "resolution": 128,
-        "max_train_steps": 4000,
+        "autoencoder_downsampling": 8,
+        "max_train_steps": 2400,
         "nodule_loss_weight": 10.0,
         "autoencoder_steps": 1500,
+        "autoencoder_crop_size": 64,
         "train_batch_size": 16,
-        "learning_rate": 2e-4,
-        "text_encoder_learning_rate": 2e-5,
-        "lr_scheduler": "cosine",
-        "lr_warmup_steps": 100,
-        "checkpointing_steps": 250,
-        "validation_steps": 500,
+        "learning_rate": 4e-4,
+        "text_encoder_learning_rate": 4e-5,
+        "lr_warmup_steps": 30,
+        "checkpointing_steps": 300,
+        "validation_steps": 1200,
     },
     "toy": {
         "prompt_background": "words",

@@ -30,7 +30,12 @@ from generation.coarse.lora import (
     merged_copy,
 )
 from generation.coarse.prompts import token_count
-from generation.models import PipelineComponents, TinyModelConfig, load_pipeline_components
+from generation.models import (
+    PipelineComponents,
+    TinyModelConfig,
+    load_pipeline_components,
+    vae_channels_for,
+)
 from generation.offline import enforce_offline
 from generation.training import checkpoint as ckpt
 from generation.training.caching import (
@@ -77,6 +82,7 @@ RESUME_INVARIANTS = (
     "use_lora",
     "lora_rank",
     "nodule_loss_weight",
+    "autoencoder_downsampling",
 )
 
 
@@ -91,11 +97,12 @@ class Batch:
 
 
 def load_tiny_config(config: CoarseConfig) -> TinyModelConfig:
+    data: dict = {"resolution": config.resolution}
+    if config.autoencoder_downsampling is not None:
+        data["vae_block_out_channels"] = vae_channels_for(config.autoencoder_downsampling)
     if config.tiny_config_file:
-        data = json.loads(Path(config.tiny_config_file).read_text("utf-8"))
-        data.setdefault("resolution", config.resolution)
-        return TinyModelConfig.from_dict(data)
-    return TinyModelConfig(resolution=config.resolution)
+        data.update(json.loads(Path(config.tiny_config_file).read_text("utf-8")))
+    return TinyModelConfig.from_dict(data)
 
 
 def prepare_autoencoder(
