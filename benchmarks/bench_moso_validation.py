@@ -7,7 +7,13 @@ Reports precision of the bottom-k (k = number of corrupted images) over the whol
 class (ranking within each class, as the filter does), per corruption type, against the
 precision a random ranking would give, with a bootstrap CI over repeated seeds.
 
+With --clip-epochs N, also trains the domain CLIP on the real train split and runs the whole
+filter the pipeline runs (CLIP class quantile, then the near-copy rule, then the MoSo prune
+ratio; generation/filtering/select.py) on the synthetic images: which corruptions each rule
+drops, and how many clean synthetic images are lost, against a random filter of the same size.
+
     python -m benchmarks.bench_moso_validation --out runs/bench_moso_validation
+    python -m benchmarks.bench_moso_validation --forms first_order --partitions 1 --clip-epochs 10
 """
 
 from __future__ import annotations
@@ -19,13 +25,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from generation.filtering.cli import add_dataclass_options, pick
-from generation.filtering.commands import run_moso
+from generation.filtering.clip_params import ClipConfig
+from generation.filtering.clip_train import train_clip
+from generation.filtering.commands import run_clip_score, run_moso
 from generation.filtering.images import thumbnails
 from generation.filtering.manifest import read_manifest
 from generation.filtering.moso_params import MosoConfig
-from generation.filtering.select import near_copies
+from generation.filtering.moso_pool import build_pool
+from generation.filtering.moso_train import SurrogateCheckpoint, load_surrogate, read_index
+from generation.filtering.select import FilterConfig, near_copies, select
 from generation.filtering.standin import add_corruptions, dataset_as_manifest
 from generation.offline import enforce_offline
 from metadata.importers.phantom import build_phantom_dataset
@@ -60,7 +71,14 @@ def run_once(out: Path, args, seed: int, form: str, partitions: int) -> dict:
     )
     gen = out / "gen"
     dataset_as_manifest(synth, gen)
-    add_corruptions(gen, args.wrong_class, args.noise, args.duplicates, seed=seed)
+    add_corruptions(
+        gen,
+        args.wrong_class,
+        args.noise,
+        args.duplicates,
+        seed=seed,
+        noise_labels=args.noise_labels,
+    )
     config = replace(
         pick(args, MosoConfig), image_size=args.size, seed=seed, form=form, partitions=partitions
     )
@@ -104,7 +122,82 @@ def run_once(out: Path, args, seed: int, form: str, partitions: int) -> dict:
         result[f"precision_bottom_k_{kind}"] = bottom_k_precision(
             scores[chosen], (kinds == kind)[chosen], everyone[chosen]
         )
+    result["surrogate_balanced_accuracy_by_epoch"] = surrogate_accuracy(
+        out / f"moso_{form}_{partitions}" / "surrogates", real, gen, config, kinds
+    )
+    if args.clip_epochs:
+        moso_by_id = dict(zip([r["id"] for r in rows], scores))
+        result["whole_filter"] = whole_filter(real, gen, out, args, seed, moso_by_id)
     return result
+
+
+def surrogate_accuracy(
+    surrogates: Path, real: Path, gen: Path, config: MosoConfig, kinds: np.ndarray
+) -> list[float]:
+    """Class-balanced accuracy of each epoch's surrogate on the clean pool it was trained on.
+
+    A surrogate that cannot fit its own training data has gradients that carry the label
+    more than the image: MoSo then ranks by label, not by content."""
+    pool = build_pool(real, read_manifest(gen / "manifest.jsonl"), 0.2, config.seed)
+    images, labels = pool.image_tensor(config.image_size), pool.label_tensor()
+    clean = torch.from_numpy(kinds == "")
+    folder = surrogates / "partition_0"
+    accuracies = []
+    for entry in read_index(folder):
+        checkpoint = SurrogateCheckpoint(folder / entry["file"], entry["epoch"], entry["lr"])
+        model = load_surrogate(checkpoint, len(pool.classes), config)
+        with torch.no_grad():
+            right = (model(images).argmax(1) == labels) & clean
+        per_class = [
+            float(right[labels == c].sum() / max(int((clean & (labels == c)).sum()), 1))
+            for c in labels.unique()
+        ]
+        accuracies.append(round(float(np.mean(per_class)), 3))
+    return accuracies
+
+
+def whole_filter(real: Path, gen: Path, out: Path, args, seed: int, moso: dict) -> dict:
+    """The pipeline's filter on the synthetic images: what each rule drops, by corruption."""
+    clip_config = ClipConfig(epochs=args.clip_epochs, image_size=args.size, seed=seed)
+    model_dir = train_clip(real, out / "clip", clip_config)
+    run_clip_score(model_dir, gen / "manifest.jsonl", out / "clip_scores", seed=seed)
+    clip_rows = (out / "clip_scores" / "clip_scores.jsonl").read_text().splitlines()
+    clip = {json.loads(line)["id"]: json.loads(line)["clip_score"] for line in clip_rows}
+    synthetic = read_manifest(gen / "manifest.jsonl")
+    kinds = np.array([im.row.get("corruption", "") or "clean" for im in synthetic])
+    labels = [im.label for im in synthetic]
+    clip_values = np.array([clip[im.id] for im in synthetic])
+    moso_values = np.array([moso[im.id] for im in synthetic])
+    config = FilterConfig(clip_quantile=args.clip_quantile, moso_prune_ratio=args.moso_prune_ratio)
+    vectors = thumbnails([im.path for im in synthetic])
+    reasons = np.array(select(labels, clip_values, moso_values, config, vectors))
+    bad = kinds != "clean"
+    dropped = reasons != ""
+    percentile = clip_values.argsort().argsort() / (len(clip_values) - 1)
+    report: dict = {
+        "filter": config.__dict__,
+        "synthetic": len(synthetic),
+        "dropped": int(dropped.sum()),
+        "precision_of_dropped": float(bad[dropped].mean()) if dropped.any() else None,
+        # a filter dropping the same number at random catches this fraction of each kind
+        "recall_random_filter": float(dropped.mean()),
+        "clip_bottom_k_precision_per_class": bottom_k_precision(clip_values, bad, np.array(labels)),
+        "clip_mean_percentile": {
+            kind: float(percentile[kinds == kind].mean()) for kind in np.unique(kinds)
+        },
+    }
+    for kind in np.unique(kinds):
+        members = kinds == kind
+        report[kind] = {
+            "n": int(members.sum()),
+            "dropped_fraction": float(dropped[members].mean()),
+            "dropped_by": {
+                reason: int((reasons[members] == reason).sum())
+                for reason in sorted(set(reasons[members]))
+                if reason
+            },
+        }
+    return report
 
 
 def main() -> None:
@@ -116,10 +209,19 @@ def main() -> None:
     parser.add_argument("--wrong-class", type=int, default=12)
     parser.add_argument("--noise", type=int, default=12)
     parser.add_argument("--duplicates", type=int, default=12)
+    parser.add_argument(
+        "--noise-labels",
+        choices=("sampled", "uniform"),
+        default="sampled",
+        help="noise rows take a random clean row's label, or a uniformly drawn class",
+    )
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--forms", default="exact,first_order")
     parser.add_argument("--difficulty", type=float, default=None, help="phantom (default: its own)")
     parser.add_argument("--partitions", dest="partition_counts", default="1,2")
+    parser.add_argument("--clip-epochs", type=int, default=0, help="> 0: evaluate the whole filter")
+    parser.add_argument("--clip-quantile", type=float, default=0.2, help="the quick profile's")
+    parser.add_argument("--moso-prune-ratio", type=float, default=0.2, help="the quick profile's")
     # every other MosoConfig field (--epochs, --width, --no-balanced, --sampled-checkpoints, ...)
     add_dataclass_options(parser, MosoConfig, skip=("image_size", "seed", "form", "partitions"))
     args = parser.parse_args()
@@ -147,6 +249,20 @@ def summarise(runs: list[dict]) -> dict:
                 "min": float(values.min()),
                 "max": float(values.max()),
             }
+    if "whole_filter" in runs[0]:
+        filters = [run["whole_filter"] for run in runs]
+        summary["whole_filter"] = {
+            key: float(np.mean([f[key] for f in filters]))
+            for key in (
+                "precision_of_dropped",
+                "recall_random_filter",
+                "clip_bottom_k_precision_per_class",
+            )
+        }
+        for kind in ("clean", "wrong_class", "noise", "duplicate"):
+            values = [f[kind]["dropped_fraction"] for f in filters if kind in f]
+            if values:
+                summary["whole_filter"][f"dropped_fraction_{kind}"] = float(np.mean(values))
     return summary
 
 

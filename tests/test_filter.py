@@ -168,6 +168,25 @@ def test_corruptions_are_labelled_and_readable(tmp_path):
     assert len(list((tmp_path / "gen" / "images").glob("*.png"))) == 12
 
 
+def test_uniform_noise_labels_spread_over_classes(tmp_path):
+    counts = {}
+    for mode in ("sampled", "uniform"):
+        gen = tmp_path / mode
+        manifest = write_gen(gen, n=10)
+        rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+        for k, row in enumerate(rows):  # 9 MTC, 1 FTC
+            row["label"] = "FTC" if k == 0 else "MTC"
+            row["text_nd"] = f"malignant, {row['label']}, solid"
+        write_jsonl(manifest, rows)
+        out = add_corruptions(gen, wrong_class=0, noise=60, duplicates=0, seed=0, noise_labels=mode)
+        noise = [row for row in out if row.get("corruption") == "noise"]
+        assert all(row["label"] in row["text_nd"] for row in noise)  # prompt of its own class
+        counts[mode] = sum(row["label"] == "FTC" for row in noise)
+    assert counts["sampled"] <= 15 < counts["uniform"]  # expected 6 vs 30 of 60
+    with pytest.raises(ValueError, match="noise_labels"):
+        add_corruptions(tmp_path / "uniform", 0, 1, 0, noise_labels="balanced")
+
+
 # ---- corrupted inputs: every error names the file (and line) ----
 
 

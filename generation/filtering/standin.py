@@ -81,13 +81,19 @@ def add_corruptions(
     noise: int,
     duplicates: int,
     seed: int = 0,
+    noise_labels: str = "sampled",
 ) -> list[dict]:
     """Add corrupted rows to GEN/manifest.jsonl (rewritten atomically); returns all rows.
 
     Wrong-class rows are clean images moved out of their own row and relabelled, so no copy of
     them stays in the pool (a copy would be caught by the filter's near-copy rule, not by the
     label). Noise rows are new; duplicate rows copy a clean image that stays in the pool.
+    `noise_labels`: "sampled" gives each noise row a random clean row's label and prompt (so
+    mostly the majority class, as a failed generation keeps its intended class), "uniform" a
+    label drawn uniformly over the classes (no class holds most of the noise).
     """
+    if noise_labels not in ("sampled", "uniform"):
+        raise ValueError(f"noise_labels must be 'sampled' or 'uniform', got {noise_labels!r}")
     gen = Path(gen_dir)
     rows = [json.loads(line) for line in (gen / MANIFEST_FILE).read_text().splitlines() if line]
     clean = [row for row in rows if not row.get("corruption")]
@@ -118,7 +124,11 @@ def add_corruptions(
     clean = [row for row in clean if row["id"] not in moved_ids]
     size = open_rgb(gen / clean[0]["file_name"]).size
     for k in range(noise):
-        target = clean[int(rng.integers(len(clean)))]
+        pool = clean
+        if noise_labels == "uniform":
+            label = labels[int(rng.integers(len(labels)))]
+            pool = [row for row in clean if row["label"] == label] or clean
+        target = pool[int(rng.integers(len(pool)))]
         row = manifest_row(
             f"noise_{k:04d}",
             target["label"],
