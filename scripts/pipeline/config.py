@@ -153,7 +153,7 @@ PROFILES: dict[str, dict] = {
             "options": {"steps": 20, "resolution": 64},
         },
         "clip": {"epochs": 10},
-        "moso": {"epochs": 8},
+        "moso": {"epochs": 6},
         "filter": {"clip-quantile": 0.2, "moso-prune-ratio": 0.2},
         # The calibrated phantom setting (benchmarks/phantom_calibration.py, setting C): a
         # from-scratch resnet50 with ~25 rare positives learns nothing on the CPU budget.
