@@ -68,13 +68,13 @@ def run_naive(args) -> dict:
     from diffusers import DDPMScheduler
 
     from generation.coarse.data import load_coarse_dataset
-    from generation.models import load_pipeline_components
+    from generation.models import load_pipeline_components, vae_downsampling
 
     started = time.perf_counter()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     parts = load_pipeline_components(args.pipeline)
-    dataset = load_coarse_dataset(args.data, parts.unet.config.sample_size * 2 ** (
-        len(parts.vae.config.block_out_channels) - 1), "full")  # fmt: skip
+    resolution = parts.unet.config.sample_size * vae_downsampling(parts.vae)
+    dataset = load_coarse_dataset(args.data, resolution, "full")
     vae, text_encoder, unet = parts.vae.to(device), parts.text_encoder.to(device), parts.unet
     vae.requires_grad_(False)
     text_encoder.requires_grad_(False)

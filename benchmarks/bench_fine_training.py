@@ -69,8 +69,8 @@ def run_baseline(args) -> dict:
     from diffusers.optimization import get_scheduler
 
     from generation.fine.data import flip_where, load_fine_dataset
-    from generation.fine.model import DualControlNetModel, vae_downsampling
-    from generation.models import load_pipeline_components
+    from generation.fine.model import DualControlNetModel
+    from generation.models import load_pipeline_components, vae_downsampling
     from generation.training.caching import tokenize_prompts
     from generation.training.loss import diffusion_loss, sample_timesteps, training_target
     from generation.training.randomness import batch_indices, step_generator

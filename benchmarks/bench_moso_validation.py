@@ -30,13 +30,13 @@ import torch
 from generation.filtering.cli import add_dataclass_options, pick
 from generation.filtering.clip_params import ClipConfig
 from generation.filtering.clip_train import train_clip
-from generation.filtering.commands import run_clip_score, run_moso
+from generation.filtering.commands import run_clip_score, run_filter, run_moso
 from generation.filtering.images import thumbnails
 from generation.filtering.manifest import read_manifest
 from generation.filtering.moso_params import MosoConfig
 from generation.filtering.moso_pool import build_pool
 from generation.filtering.moso_train import SurrogateCheckpoint, load_surrogate, read_index
-from generation.filtering.select import FilterConfig, near_copies, select
+from generation.filtering.select import FilterConfig, near_copies
 from generation.filtering.standin import add_corruptions, dataset_as_manifest
 from generation.offline import enforce_offline
 from metadata.importers.phantom import build_phantom_dataset
@@ -126,8 +126,7 @@ def run_once(out: Path, args, seed: int, form: str, partitions: int) -> dict:
         out / f"moso_{form}_{partitions}" / "surrogates", real, gen, config, kinds
     )
     if args.clip_epochs:
-        moso_by_id = dict(zip([r["id"] for r in rows], scores))
-        result["whole_filter"] = whole_filter(real, gen, out, args, seed, moso_by_id)
+        result["whole_filter"] = whole_filter(real, gen, out, args, seed, scores_file)
     return result
 
 
@@ -156,32 +155,30 @@ def surrogate_accuracy(
     return accuracies
 
 
-def whole_filter(real: Path, gen: Path, out: Path, args, seed: int, moso: dict) -> dict:
+def whole_filter(real: Path, gen: Path, out: Path, args, seed: int, moso_file: Path) -> dict:
     """The pipeline's filter on the synthetic images: what each rule drops, by corruption."""
     clip_config = ClipConfig(epochs=args.clip_epochs, image_size=args.size, seed=seed)
     model_dir = train_clip(real, out / "clip", clip_config)
     run_clip_score(model_dir, gen / "manifest.jsonl", out / "clip_scores", seed=seed)
-    clip_rows = (out / "clip_scores" / "clip_scores.jsonl").read_text().splitlines()
-    clip = {json.loads(line)["id"]: json.loads(line)["clip_score"] for line in clip_rows}
-    synthetic = read_manifest(gen / "manifest.jsonl")
-    kinds = np.array([im.row.get("corruption", "") or "clean" for im in synthetic])
-    labels = [im.label for im in synthetic]
-    clip_values = np.array([clip[im.id] for im in synthetic])
-    moso_values = np.array([moso[im.id] for im in synthetic])
     config = FilterConfig(clip_quantile=args.clip_quantile, moso_prune_ratio=args.moso_prune_ratio)
-    vectors = thumbnails([im.path for im in synthetic])
-    reasons = np.array(select(labels, clip_values, moso_values, config, vectors))
+    clip_file = out / "clip_scores" / "clip_scores.jsonl"
+    run_filter(gen / "manifest.jsonl", out / "filtered", config, clip_file, moso_file)
+    rows = [json.loads(line) for line in (out / "filtered" / "manifest.jsonl").open()]
+    kinds = np.array([row.get("corruption", "") or "clean" for row in rows])
+    labels = np.array([row["label"] for row in rows])
+    clip_values = np.array([row["clip_score"] for row in rows])
+    reasons = np.array([row["drop_reason"] for row in rows])
     bad = kinds != "clean"
     dropped = reasons != ""
     percentile = clip_values.argsort().argsort() / (len(clip_values) - 1)
     report: dict = {
         "filter": config.__dict__,
-        "synthetic": len(synthetic),
+        "synthetic": len(rows),
         "dropped": int(dropped.sum()),
         "precision_of_dropped": float(bad[dropped].mean()) if dropped.any() else None,
         # a filter dropping the same number at random catches this fraction of each kind
         "recall_random_filter": float(dropped.mean()),
-        "clip_bottom_k_precision_per_class": bottom_k_precision(clip_values, bad, np.array(labels)),
+        "clip_bottom_k_precision_per_class": bottom_k_precision(clip_values, bad, labels),
         "clip_mean_percentile": {
             kind: float(percentile[kinds == kind].mean()) for kind in np.unique(kinds)
         },

@@ -42,6 +42,11 @@ class PipelineFolderError(ValueError):
         self.problem = problem
 
 
+def vae_downsampling(vae: AutoencoderKL) -> int:
+    """The autoencoder's pixel-to-latent factor (diffusers: one halving per block but the last)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 def vae_channels_for(downsampling: int) -> tuple[int, ...]:
     """Tiny autoencoder widths with the given downsampling (4x: the default (32, 64, 64))."""
     steps = int(downsampling).bit_length() - 1

@@ -18,11 +18,15 @@ from generation.fine.model import (
     DualControlNetModel,
     FineModelError,
     predict_noise,
-    vae_downsampling,
     validate_fine_folder,
 )
 from generation.fine.pipeline import TigerFinePipeline
-from generation.models import TinyModelConfig, build_tiny_components, build_tiny_pipeline
+from generation.models import (
+    TinyModelConfig,
+    build_tiny_components,
+    build_tiny_pipeline,
+    vae_downsampling,
+)
 
 RESOLUTION = 32
 

@@ -35,6 +35,7 @@ from generation.models import (
     TinyModelConfig,
     load_pipeline_components,
     vae_channels_for,
+    vae_downsampling,
 )
 from generation.offline import enforce_offline
 from generation.training import checkpoint as ckpt
@@ -395,8 +396,7 @@ def train_coarse(config: CoarseConfig, step_callback: Callable[[int], None] | No
 
     centre_weights = None
     if config.nodule_loss_weight != 1.0 and config.center_crop:
-        downsampling = 2 ** (len(vae.config.block_out_channels) - 1)
-        latent_size = (config.resolution // downsampling,) * 2
+        latent_size = (config.resolution // vae_downsampling(vae),) * 2
         centre_weights = nodule_weight_maps(
             dataset.load_masks(list(range(len(dataset)))), latent_size, config.nodule_loss_weight
         )

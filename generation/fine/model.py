@@ -123,10 +123,6 @@ def conditioning_channels_for(downsampling: int) -> tuple[int, ...]:
     return widths[: steps + 1]
 
 
-def vae_downsampling(vae) -> int:
-    return 2 ** (len(vae.config.block_out_channels) - 1)
-
-
 @dataclass
 class BranchInputs:
     """What one branch sees at one step: its text embeddings, condition image and scale."""

@@ -46,10 +46,9 @@ from generation.fine.model import (
     FineModelError,
     predict_noise,
     read_model_info,
-    vae_downsampling,
     validate_fine_folder,
 )
-from generation.models import PipelineComponents, load_pipeline_components
+from generation.models import PipelineComponents, load_pipeline_components, vae_downsampling
 from metadata.atomic import staging_dir
 
 COARSE_FOLDER = "coarse"
@@ -113,7 +112,7 @@ class TigerFinePipeline(DiffusionPipeline):
             scheduler=scheduler,
         )
         self.register_to_config(prompt_background=prompt_background)
-        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.vae_scale_factor = vae_downsampling(vae)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
 
     # Building and persistence -------------------------------------------------------------

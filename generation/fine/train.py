@@ -32,11 +32,15 @@ from generation.fine.model import (
     DualControlNetModel,
     link_or_copy_tree,
     predict_noise,
-    vae_downsampling,
 )
 from generation.fine.pipeline import COARSE_FOLDER, TigerFinePipeline, coarse_prompt_background
 from generation.fine.validation import validation_grid
-from generation.models import COMPONENT_FOLDERS, PipelineComponents, load_pipeline_components
+from generation.models import (
+    COMPONENT_FOLDERS,
+    PipelineComponents,
+    load_pipeline_components,
+    vae_downsampling,
+)
 from generation.offline import enforce_offline
 from generation.training import checkpoint as ckpt
 from generation.training.caching import (
