@@ -7,6 +7,11 @@ Reports precision of the bottom-k (k = number of corrupted images) over the whol
 class (ranking within each class, as the filter does), per corruption type, against the
 precision a random ranking would give, with a bootstrap CI over repeated seeds.
 
+Two ceilings say how far any detector could go on wrong-class images here: the phantom's own
+Bayes posterior P(label | the nodule's sampled attributes) ("attribute oracle"), and a surrogate
+of the same architecture trained on --ceiling-frames clean phantom frames from another seed,
+ranking the pool by log P(label | image) ("clean classifier"). Both rank within each class.
+
 With --clip-epochs N, also trains the domain CLIP on the real train split and runs the whole
 filter the pipeline runs (CLIP class quantile, then the near-copy rule, then the MoSo prune
 ratio; generation/filtering/select.py) on the synthetic images: which corruptions each rule
@@ -26,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from generation.filtering.cli import add_dataclass_options, pick
 from generation.filtering.clip_params import ClipConfig
@@ -35,12 +41,19 @@ from generation.filtering.images import thumbnails
 from generation.filtering.manifest import read_manifest
 from generation.filtering.moso_params import MosoConfig
 from generation.filtering.moso_pool import build_pool
-from generation.filtering.moso_train import SurrogateCheckpoint, load_surrogate, read_index
+from generation.filtering.moso_train import (
+    SurrogateCheckpoint,
+    load_surrogate,
+    read_index,
+    train_surrogate,
+)
 from generation.filtering.select import FilterConfig, near_copies
 from generation.filtering.standin import add_corruptions, dataset_as_manifest
 from generation.offline import enforce_offline
 from metadata.importers.phantom import build_phantom_dataset
 from metadata.phantom import PhantomConfig
+from metadata.phantom_priors import class_posterior
+from metadata.records import metadata_path, read_metadata
 
 
 def bottom_k_precision(scores: np.ndarray, is_bad: np.ndarray, groups: np.ndarray) -> float:
@@ -122,6 +135,12 @@ def run_once(out: Path, args, seed: int, form: str, partitions: int) -> dict:
         result[f"precision_bottom_k_{kind}"] = bottom_k_precision(
             scores[chosen], (kinds == kind)[chosen], everyone[chosen]
         )
+        result[f"precision_bottom_k_per_class_{kind}"] = bottom_k_precision(
+            scores[chosen], (kinds == kind)[chosen], labels[chosen]
+        )
+    if args.ceiling_frames:
+        pool_ids = [r["id"] for r in rows]
+        result["ceilings"] = ceilings(out, args, seed, real, manifest, pool_ids, kinds, config)
     result["surrogate_balanced_accuracy_by_epoch"] = surrogate_accuracy(
         out / f"moso_{form}_{partitions}" / "surrogates", real, gen, config, kinds
     )
@@ -153,6 +172,83 @@ def surrogate_accuracy(
         ]
         accuracies.append(round(float(np.mean(per_class)), 3))
     return accuracies
+
+
+def per_class_kind_precision(scores: np.ndarray, kinds: np.ndarray, labels: np.ndarray) -> dict:
+    """Bottom-k precision per class for each corruption kind against the clean rows only."""
+    result = {}
+    for kind in ("wrong_class", "noise"):
+        chosen = np.flatnonzero((kinds == kind) | (kinds == ""))
+        result[kind] = bottom_k_precision(scores[chosen], (kinds == kind)[chosen], labels[chosen])
+    return result
+
+
+def ceilings(
+    out: Path,
+    args,
+    seed: int,
+    real: Path,
+    manifest: dict,
+    pool_ids: list[str],
+    kinds: np.ndarray,
+    config: MosoConfig,
+) -> dict:
+    """How well could anything rank wrong-class (and noise) images at the bottom here?"""
+    phantom_config = phantom(args, seed)
+    meta_file = metadata_path(real)
+    attributes = {f"real:{r.file_name}": r.attributes for r in read_metadata(meta_file)}
+    for image_id, row in manifest.items():
+        attributes[image_id] = row.get("true_attributes") or row.get("attributes") or {}
+    pool = build_pool(real, read_manifest(out / "gen" / "manifest.jsonl"), 0.2, config.seed)
+    if pool.ids != pool_ids:
+        raise RuntimeError("the pool changed order between MoSo and the ceilings")
+    labels = np.array(pool.labels)
+    oracle = np.array(
+        [
+            class_posterior(attributes[i], phantom_config.difficulty, phantom_config.prevalence)[
+                label
+            ]
+            if kind != "noise"
+            else np.nan
+            for i, label, kind in zip(pool.ids, pool.labels, kinds)
+        ]
+    )
+    keep = kinds != "noise"
+    result = {
+        "attribute_oracle": {
+            "wrong_class": per_class_kind_precision(oracle[keep], kinds[keep], labels[keep])[
+                "wrong_class"
+            ]
+        }
+    }
+    reference = build_phantom_dataset(
+        out / "ceiling_real",
+        args.ceiling_frames,
+        args.size,
+        seed + 2000,
+        phantom(args, seed + 2000),
+    )
+    clean = build_pool(reference, [], 0.0, seed)
+    if clean.classes != pool.classes:
+        raise ValueError(f"{args.ceiling_frames} frames hold classes {clean.classes}, not all")
+    clean_config = replace(config, epochs=args.ceiling_epochs)
+    checkpoints = train_surrogate(
+        clean.image_tensor(config.image_size),
+        clean.label_tensor(),
+        len(clean.classes),
+        clean_config,
+        out / "ceiling_surrogate",
+        seed=seed,
+    )
+    model = load_surrogate(checkpoints[-1], len(clean.classes), clean_config)
+    targets = pool.label_tensor()
+    with torch.no_grad():
+        log_p = F.log_softmax(model(pool.image_tensor(config.image_size)), dim=1)
+    own = log_p[torch.arange(len(targets)), targets].numpy()
+    result["clean_classifier"] = per_class_kind_precision(own, kinds, labels)
+    result["clean_classifier"]["frames"] = args.ceiling_frames
+    result["clean_classifier"]["epochs"] = args.ceiling_epochs
+    return result
 
 
 def whole_filter(real: Path, gen: Path, out: Path, args, seed: int, moso_file: Path) -> dict:
@@ -217,6 +313,10 @@ def main() -> None:
     parser.add_argument("--difficulty", type=float, default=None, help="phantom (default: its own)")
     parser.add_argument("--partitions", dest="partition_counts", default="1,2")
     parser.add_argument("--clip-epochs", type=int, default=0, help="> 0: evaluate the whole filter")
+    parser.add_argument(
+        "--ceiling-frames", type=int, default=600, help="clean frames for the ceiling; 0: skip"
+    )
+    parser.add_argument("--ceiling-epochs", type=int, default=30)
     parser.add_argument("--clip-quantile", type=float, default=0.2, help="the quick profile's")
     parser.add_argument("--moso-prune-ratio", type=float, default=0.2, help="the quick profile's")
     # every other MosoConfig field (--epochs, --width, --no-balanced, --sampled-checkpoints, ...)
@@ -246,6 +346,14 @@ def summarise(runs: list[dict]) -> dict:
                 "min": float(values.min()),
                 "max": float(values.max()),
             }
+    if "ceilings" in runs[0]:
+        summary["ceilings"] = {
+            name: {
+                kind: float(np.mean([run["ceilings"][name][kind] for run in runs]))
+                for kind in runs[0]["ceilings"][name]
+            }
+            for name in runs[0]["ceilings"]
+        }
     if "whole_filter" in runs[0]:
         filters = [run["whole_filter"] for run in runs]
         summary["whole_filter"] = {

@@ -89,3 +89,31 @@ def sample_choice(rng: np.random.Generator, distribution: dict[str, float]) -> s
     values = list(distribution)
     weights = np.array([distribution[v] for v in values], dtype=float)
     return values[int(rng.choice(len(values), p=weights / weights.sum()))]
+
+
+def class_posterior(
+    attributes: dict, difficulty: float, prevalence: dict[str, float]
+) -> dict[str, float]:
+    """P(class | a nodule's sampled attributes) under the phantom's own generative model.
+
+    The best any detector of wrongly labelled phantom frames can do from the attributes alone
+    (benchmarks/bench_moso_validation.py uses it as the ceiling for wrong-class images).
+    `attributes` is a record's attribute dict; `halo` may be a bool. Echogenicity is not drawn
+    for cystic nodules (always anechoic), so it carries no evidence there."""
+    total = sum(prevalence.values())
+    joint: dict[str, float] = {}
+    for label, weight in prevalence.items():
+        priors = blended_priors(label, difficulty, prevalence)
+        likelihood = weight / total
+        for attribute, distribution in priors.items():
+            value = attributes.get(attribute)
+            if isinstance(value, bool):
+                value = "yes" if value else "no"
+            if value is None or value not in distribution:
+                continue  # unknown, or anechoic (not drawn from the priors)
+            likelihood *= distribution[value]
+        joint[label] = likelihood
+    evidence = sum(joint.values())
+    if evidence <= 0:
+        raise ValueError(f"attributes {attributes} are impossible under every class")
+    return {label: value / evidence for label, value in joint.items()}

@@ -90,7 +90,9 @@ def write_gen(folder: Path, n: int = 6) -> Path:
     rows = []
     for k in range(n):
         label = "FTC" if k % 2 else "MTC"
-        row = manifest_row(f"img{k}", label, f"malignant, {label}, solid", "bright")
+        row = manifest_row(
+            f"img{k}", label, f"malignant, {label}, solid", "bright", attributes={"case": k}
+        )
         save_png(folder / row["file_name"], rng.integers(0, 255, (16, 16, 3), dtype=np.uint8))
         rows.append(row)
     write_jsonl(folder / "manifest.jsonl", rows)
@@ -152,6 +154,8 @@ def test_cli_filter_runs_end_to_end(tmp_path, capsys):
 
 def test_corruptions_are_labelled_and_readable(tmp_path):
     write_gen(tmp_path / "gen", n=8)
+    manifest_file = tmp_path / "gen" / "manifest.jsonl"
+    before = {row["id"]: row for row in map(json.loads, manifest_file.open())}
     rows = add_corruptions(tmp_path / "gen", wrong_class=2, noise=2, duplicates=2, seed=1)
     images = read_manifest(tmp_path / "gen")
     assert len(images) == 12  # 8 clean, 2 of them moved to wrong-class rows, + 2 noise, 2 copies
@@ -165,6 +169,11 @@ def test_corruptions_are_labelled_and_readable(tmp_path):
         if row["corruption"] == "wrong_class":
             # relabelled, and its source row (and file) left the pool: no copy remains
             assert row["label"] != row["true_label"] and row["reference"] not in by_id
+            source = before[row["reference"]]
+            assert (row["true_label"], row["true_attributes"]) == (
+                source["label"],
+                source["attributes"],
+            )
     assert len(list((tmp_path / "gen" / "images").glob("*.png"))) == 12
 
 

@@ -4,7 +4,7 @@ from PIL import Image
 
 from metadata.importers.phantom import build_phantom_dataset, phantom_samples
 from metadata.phantom import PhantomConfig, generate_case, render_frame
-from metadata.phantom_priors import blended_priors
+from metadata.phantom_priors import DEFAULT_PREVALENCE, blended_priors, class_posterior
 from metadata.records import read_metadata, resolve
 from metadata.vocabulary import measure_mask
 
@@ -114,3 +114,27 @@ def test_bad_config_is_refused(tmp_path):
         PhantomConfig(prevalence={"ATC": 1.0})
     with pytest.raises(ValueError, match="n_images"):
         build_phantom_dataset(tmp_path / "x", n_images=0)
+
+
+def test_class_posterior_follows_the_attributes_and_the_prevalence():
+    ptc_like = {
+        "composition": "solid",
+        "echogenicity": "hypoechoic",
+        "shape": "taller-than-wide",
+        "margins": "spiculated",
+        "calcifications": "microcalcifications",
+        "halo": False,
+        "size": "small",
+    }
+    textbook = class_posterior(ptc_like, 0.0, DEFAULT_PREVALENCE)
+    assert sum(textbook.values()) == pytest.approx(1.0)
+    assert max(textbook, key=textbook.get) == "PTC"
+    assert textbook["PTC"] > DEFAULT_PREVALENCE["PTC"]
+    # no signal: the attributes say nothing, the posterior is the prevalence
+    flat = class_posterior(ptc_like, 1.0, DEFAULT_PREVALENCE)
+    assert flat == pytest.approx(DEFAULT_PREVALENCE)
+    # a cystic nodule is benign for sure (no cancer prior allows it); anechoic is no evidence
+    cyst = class_posterior(
+        {"composition": "cystic", "echogenicity": "anechoic"}, 0.0, DEFAULT_PREVALENCE
+    )
+    assert cyst["benign"] == pytest.approx(1.0)

@@ -141,3 +141,16 @@ def test_the_tasks_smaller_train_class_is_generated_and_added(tmp_path):
         assert command[command.index("--label") + 1] == label
     with pytest.raises(PipelineConfigError, match=r"generation\.augment"):
         load_config("quick", overrides={"generation": {"augment": "rarest"}})
+
+
+def test_moso_scores_frames_at_the_size_the_profile_generates():
+    """MoSo downsizing 128 px frames to 64 px halves its wrong-class bottom-k (benchmark)."""
+    from generation.coarse.config import PROFILES as COARSE_PROFILES
+    from generation.filtering.moso_params import MosoConfig
+
+    for profile in ("quick", "long"):
+        config = load_config(profile)
+        coarse = COARSE_PROFILES[config.coarse["profile"]]
+        generated = config.generation.options.get("resolution", coarse["resolution"])
+        moso_size = config.moso.get("image-size", MosoConfig().image_size)
+        assert moso_size == generated, profile

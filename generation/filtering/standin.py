@@ -87,7 +87,9 @@ def add_corruptions(
 
     Wrong-class rows are clean images moved out of their own row and relabelled, so no copy of
     them stays in the pool (a copy would be caught by the filter's near-copy rule, not by the
-    label). Noise rows are new; duplicate rows copy a clean image that stays in the pool.
+    label); they keep the source's `true_label` and `true_attributes` (ground truth for the
+    benchmark's ceilings). Noise rows are new; duplicate rows copy a clean image that stays in
+    the pool.
     `noise_labels`: "sampled" gives each noise row a random clean row's label and prompt (so
     mostly the majority class, as a failed generation keeps its intended class), "uniform" a
     label drawn uniformly over the classes (no class holds most of the noise).
@@ -117,6 +119,7 @@ def add_corruptions(
             reference=source["id"],
         )
         row["true_label"] = source["label"]
+        row["true_attributes"] = source.get("attributes", {})
         shutil.copyfile(gen / source["file_name"], gen / row["file_name"])
         added.append(row)
     moved_ids = {row["id"] for row in moved}
