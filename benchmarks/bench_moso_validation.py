@@ -13,9 +13,10 @@ of the same architecture trained on --ceiling-frames clean phantom frames from a
 ranking the pool by log P(label | image) ("clean classifier"). Both rank within each class.
 
 With --clip-epochs N, also trains the domain CLIP on the real train split and runs the whole
-filter the pipeline runs (CLIP class quantile, then the near-copy rule, then the MoSo prune
-ratio; generation/filtering/select.py) on the synthetic images: which corruptions each rule
-drops, and how many clean synthetic images are lost, against a random filter of the same size.
+filter the pipeline runs (frames unlike any real frame, CLIP class quantile, then the near-copy
+rule, then the MoSo prune ratio; generation/filtering/select.py) on the synthetic images: which
+corruptions each rule drops, and how many clean synthetic images are lost, against a random
+filter of the same size.
 
     python -m benchmarks.bench_moso_validation --out runs/bench_moso_validation
     python -m benchmarks.bench_moso_validation --forms first_order --partitions 1 --clip-epochs 10
@@ -258,7 +259,7 @@ def whole_filter(real: Path, gen: Path, out: Path, args, seed: int, moso_file: P
     run_clip_score(model_dir, gen / "manifest.jsonl", out / "clip_scores", seed=seed)
     config = FilterConfig(clip_quantile=args.clip_quantile, moso_prune_ratio=args.moso_prune_ratio)
     clip_file = out / "clip_scores" / "clip_scores.jsonl"
-    run_filter(gen / "manifest.jsonl", out / "filtered", config, clip_file, moso_file)
+    run_filter(gen / "manifest.jsonl", out / "filtered", config, clip_file, moso_file, real)
     rows = [json.loads(line) for line in (out / "filtered" / "manifest.jsonl").open()]
     kinds = np.array([row.get("corruption", "") or "clean" for row in rows])
     labels = np.array([row["label"] for row in rows])

@@ -12,15 +12,17 @@ from generation.filtering import cli
 from generation.filtering.commands import run_filter
 from generation.filtering.images import open_rgb
 from generation.filtering.manifest import read_manifest
+from generation.filtering.off_distribution import real_reference
 from generation.filtering.select import (
     CLIP_QUANTILE,
     CLIP_THRESHOLD,
     DUPLICATE,
     MOSO_PRUNED,
+    OFF_DISTRIBUTION,
     FilterConfig,
     select,
 )
-from generation.filtering.standin import add_corruptions, manifest_row
+from generation.filtering.standin import add_corruptions, dataset_as_manifest, manifest_row
 from metadata.atomic import save_png, write_jsonl
 from metadata.records import MetadataError
 
@@ -76,6 +78,41 @@ def test_filter_drops_exact_copies_from_the_manifest(tmp_path):
     assert dropped == {r["id"]: DUPLICATE for r in rows if r.get("corruption") == "duplicate"}
     kept = FilterConfig(drop_duplicates=False)
     assert run_filter(manifest, tmp_path / "kept", kept, None, None)["kept"] == 10
+
+
+def test_off_distribution_frames_go_first_and_leave_the_class_quantile():
+    flags = np.zeros(len(LABELS), dtype=bool)
+    flags[0] = True
+    config = FilterConfig(clip_quantile=0.5, drop_duplicates=False)
+    reasons = select(LABELS, CLIP, MOSO, config, off_distribution=flags)
+    # FTC: 0 is off-distribution; of 1..5 the lowest 2 CLIP (20, 30); MTC as before (5, 70)
+    assert [i for i, r in enumerate(reasons) if r] == [0, 2, 4, 6, 7]
+    assert reasons[0] == OFF_DISTRIBUTION and reasons[2] == CLIP_QUANTILE
+    with pytest.raises(ValueError, match="one flag per image"):
+        select(LABELS, CLIP, MOSO, config, off_distribution=flags[:3])
+
+
+def test_filter_drops_noise_unlike_any_real_frame(tmp_path, phantom_dataset):
+    """Real frames (train or held-out cases) stay; pure-noise frames go, whatever their scores."""
+    manifest = dataset_as_manifest(phantom_dataset, tmp_path / "gen")
+    rows = add_corruptions(tmp_path / "gen", wrong_class=0, noise=3, duplicates=0, seed=2)
+    config = FilterConfig(drop_duplicates=False)
+    summary = run_filter(manifest, tmp_path / "out", config, None, None, phantom_dataset)
+    noise = {r["id"] for r in rows if r["corruption"] == "noise"}
+    assert {r["id"]: r["drop_reason"] for r in summary["dropped"]} == {
+        i: OFF_DISTRIBUTION for i in noise
+    }
+    threshold = summary["settings"]["off_distribution"]["threshold"]
+    written = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").open()]
+    nearest = {r["id"]: r["nearest_real_correlation"] for r in written}
+    # the least typical held-out frame sets the bar and is itself kept
+    assert min(v for i, v in nearest.items() if i not in noise) == pytest.approx(threshold)
+    assert max(nearest[i] for i in noise) < threshold < 1.0
+
+
+def test_off_distribution_reference_needs_held_out_cases(phantom_dataset):
+    with pytest.raises(MetadataError, match="held-out"):
+        real_reference(phantom_dataset, holdout_fraction=0.0)
 
 
 def test_filter_config_rejects_contradictions():

@@ -70,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     keep.add_argument("--clip-quantile", type=float, default=None)
     keep.add_argument("--moso-prune-ratio", type=float, default=0.0)
     keep.add_argument(
+        "--reference-dataset",
+        type=Path,
+        default=None,
+        help="real dataset (train data): first drop frames less like any real train frame than "
+        "every held-out real frame is (noise, blank or broken generations)",
+    )
+    keep.add_argument("--holdout-fraction", type=float, default=0.2)
+    keep.add_argument(
         "--keep-duplicates",
         action="store_true",
         help="keep near-copies of an earlier image (dropped by default; MoSo cannot see them)",
@@ -104,7 +112,13 @@ def main(argv: list[str] | None = None) -> None:
             drop_duplicates=not args.keep_duplicates,
         )
         summary = commands.run_filter(
-            args.manifest, args.out, config, args.clip_scores, args.moso_scores
+            args.manifest,
+            args.out,
+            config,
+            args.clip_scores,
+            args.moso_scores,
+            args.reference_dataset,
+            args.holdout_fraction,
         )
         print(f"kept {summary['kept']} of {summary['total']}; report in {args.out}/report.md")
 

@@ -22,6 +22,11 @@ from generation.filtering.manifest import (
 from generation.filtering.moso_params import MosoConfig
 from generation.filtering.moso_pool import build_pool
 from generation.filtering.moso_run import moso_scores
+from generation.filtering.off_distribution import (
+    nearest_correlation,
+    real_reference,
+    unlike_real,
+)
 from generation.filtering.select import FilterConfig, select
 from metadata.atomic import write_json, write_jsonl
 from metadata.records import MetadataError, metadata_path, read_metadata, resolve
@@ -105,8 +110,13 @@ def run_filter(
     config: FilterConfig,
     clip_file: Path | None,
     moso_file: Path | None,
+    reference: Path | None = None,
+    holdout_fraction: float = 0.2,
 ) -> dict:
-    """Write FILTERED/manifest.jsonl (all rows, with scores, kept, drop_reason) and a report."""
+    """Write FILTERED/manifest.jsonl (all rows, with scores, kept, drop_reason) and a report.
+
+    With a `reference` dataset (the real train data), frames less like any real train frame
+    than every held-out real frame is are dropped first (generation/filtering/off_distribution)."""
     images = read_manifest(manifest)
     clip = read_scores(clip_file, "clip_score") if clip_file else {}
     moso = read_scores(moso_file, "moso_score") if moso_file else {}
@@ -121,16 +131,31 @@ def run_filter(
                 raise MetadataError(where, f"no score for {len(missing)} id(s), e.g. {missing[0]}")
     clip_values = np.array([clip.get(im.id, math.nan) for im in images])
     moso_values = np.array([moso.get(im.id, math.nan) for im in images])
-    vectors = thumbnails([im.path for im in images]) if config.drop_duplicates else None
-    reasons = select([im.label for im in images], clip_values, moso_values, config, vectors)
+    needs_vectors = config.drop_duplicates or reference is not None
+    vectors = thumbnails([im.path for im in images]) if needs_vectors else None
+    settings: dict = dict(config.__dict__)
+    nearest = flags = None
+    if reference is not None:
+        real = real_reference(reference, holdout_fraction)
+        nearest = nearest_correlation(vectors, real.train)
+        flags = unlike_real(nearest, real)
+        settings["off_distribution"] = {
+            "reference": str(reference),
+            "threshold": real.threshold,
+            "held_out_frames": real.held_out_frames,
+        }
+    labels = [im.label for im in images]
+    reasons = select(labels, clip_values, moso_values, config, vectors, flags)
     rows = []
-    for image, reason in zip(images, reasons):
+    for index, (image, reason) in enumerate(zip(images, reasons)):
         row = dict(image.row)
         row["file_name"] = str(image.path)
         row["clip_score"] = clip.get(image.id)
         row["moso_score"] = moso.get(image.id)
+        if nearest is not None:
+            row["nearest_real_correlation"] = float(nearest[index])
         row["kept"] = not reason
         row["drop_reason"] = reason
         rows.append(row)
     write_filtered_manifest(out_dir, rows)
-    return write_report(out_dir, rows, config.__dict__)
+    return write_report(out_dir, rows, settings)

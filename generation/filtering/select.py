@@ -1,4 +1,6 @@
-"""Which synthetic images to keep: CLIP rule, then near-copies, then MoSo, each class separately.
+"""Which synthetic images to keep: frames unlike any real frame go first (with a real reference,
+generation/filtering/off_distribution.py), then the CLIP rule, near-copies, MoSo, each class
+separately.
 
 Classes are indexed separately so a rare subtype is never emptied by a common one: the CLIP
 quantile and the MoSo prune ratio are applied within each label. Near-copies get their own rule
@@ -19,6 +21,7 @@ CLIP_THRESHOLD = "clip_below_threshold"
 CLIP_QUANTILE = "clip_below_class_quantile"
 MOSO_PRUNED = "moso_pruned"
 DUPLICATE = "near_copy_of_earlier_image"
+OFF_DISTRIBUTION = "unlike_any_real_frame"
 
 
 @dataclass
@@ -67,12 +70,18 @@ def select(
     moso: np.ndarray,
     config: FilterConfig,
     thumbnails: np.ndarray | None = None,
+    off_distribution: np.ndarray | None = None,
 ) -> list[str]:
     """Drop reason per image ("" = kept). `clip`/`moso` may hold NaN only for unused rules;
-    `thumbnails` (near_duplicates.thumbnail_vector rows) are needed when drop_duplicates."""
+    `thumbnails` (near_duplicates.thumbnail_vector rows) are needed when drop_duplicates;
+    `off_distribution` (bool per image) marks frames the off-distribution rule drops first."""
     reasons = [""] * len(labels)
+    if off_distribution is not None:
+        if len(off_distribution) != len(labels):
+            raise ValueError("off_distribution needs one flag per image")
+        reasons = [OFF_DISTRIBUTION if flag else "" for flag in off_distribution]
     for label in sorted(set(labels)):
-        members = [i for i, name in enumerate(labels) if name == label]
+        members = [i for i, name in enumerate(labels) if name == label and not reasons[i]]
         if config.clip_threshold is not None:
             for i in members:
                 if clip[i] < config.clip_threshold:

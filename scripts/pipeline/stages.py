@@ -312,6 +312,8 @@ def filter_stage(config: PipelineConfig, layout: Layout, subtype: str) -> Stage:
         str(out / "clip" / "clip_scores.jsonl"),
         "--moso-scores",
         str(out / "moso" / "moso_scores.jsonl"),
+        "--reference-dataset",
+        str(layout.train_only),
         *flags(config.filter),
     )
     commands = [
