@@ -102,17 +102,26 @@ def test_filter_drops_noise_unlike_any_real_frame(tmp_path, phantom_dataset):
     assert {r["id"]: r["drop_reason"] for r in summary["dropped"]} == {
         i: OFF_DISTRIBUTION for i in noise
     }
-    threshold = summary["settings"]["off_distribution"]["threshold"]
+    settings = summary["settings"]["off_distribution"]
+    assert settings["threshold"] == pytest.approx(0.5 * settings["held_out_minimum"])
     written = [json.loads(line) for line in (tmp_path / "out" / "manifest.jsonl").open()]
     nearest = {r["id"]: r["nearest_real_correlation"] for r in written}
-    # the least typical held-out frame sets the bar and is itself kept
-    assert min(v for i, v in nearest.items() if i not in noise) == pytest.approx(threshold)
-    assert max(nearest[i] for i in noise) < threshold < 1.0
+    # the least typical held-out frame sets the scale (it is one of the stand-ins)
+    least = min(v for i, v in nearest.items() if i not in noise)
+    assert least == pytest.approx(settings["held_out_minimum"])
+    assert max(nearest[i] for i in noise) < settings["threshold"]
+    # at fraction 1 that frame is the bar itself and is still kept
+    strict = run_filter(
+        manifest, tmp_path / "strict", config, None, None, phantom_dataset, 0.2, 1.0
+    )
+    assert {r["id"] for r in strict["dropped"]} == noise
 
 
 def test_off_distribution_reference_needs_held_out_cases(phantom_dataset):
     with pytest.raises(MetadataError, match="held-out"):
         real_reference(phantom_dataset, holdout_fraction=0.0)
+    with pytest.raises(ValueError, match="fraction"):
+        real_reference(phantom_dataset, fraction=0.0)
 
 
 def test_filter_config_rejects_contradictions():

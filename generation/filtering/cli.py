@@ -73,10 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--reference-dataset",
         type=Path,
         default=None,
-        help="real dataset (train data): first drop frames less like any real train frame than "
-        "every held-out real frame is (noise, blank or broken generations)",
+        help="real dataset (train data): first drop frames far less like any real train frame "
+        "than every held-out real frame is (noise, blank or broken generations)",
     )
     keep.add_argument("--holdout-fraction", type=float, default=0.2)
+    keep.add_argument(
+        "--off-distribution-fraction",
+        type=float,
+        default=0.5,
+        help="threshold = this fraction of the least typical held-out frame's correlation",
+    )
     keep.add_argument(
         "--keep-duplicates",
         action="store_true",
@@ -119,6 +125,7 @@ def main(argv: list[str] | None = None) -> None:
             args.moso_scores,
             args.reference_dataset,
             args.holdout_fraction,
+            args.off_distribution_fraction,
         )
         print(f"kept {summary['kept']} of {summary['total']}; report in {args.out}/report.md")
 
