@@ -41,7 +41,7 @@ from generation.filtering.commands import run_clip_score, run_filter, run_moso
 from generation.filtering.images import thumbnails
 from generation.filtering.manifest import read_manifest
 from generation.filtering.moso_params import MosoConfig
-from generation.filtering.moso_pool import build_pool
+from generation.filtering.moso_pool import Pool, build_pool
 from generation.filtering.moso_train import (
     SurrogateCheckpoint,
     load_surrogate,
@@ -55,6 +55,8 @@ from metadata.importers.phantom import build_phantom_dataset
 from metadata.phantom import PhantomConfig
 from metadata.phantom_priors import class_posterior
 from metadata.records import metadata_path, read_metadata
+
+KINDS = ("wrong_class", "noise", "duplicate")
 
 
 def bottom_k_precision(scores: np.ndarray, is_bad: np.ndarray, groups: np.ndarray) -> float:
@@ -130,20 +132,19 @@ def run_once(out: Path, args, seed: int, form: str, partitions: int) -> dict:
     result["precision_bottom_k_per_class_with_copy_rule"] = bottom_k_precision(
         combined, bad, labels
     )
-    for kind in ("wrong_class", "noise", "duplicate"):
-        only = (kinds == kind) | ~bad
-        chosen = np.flatnonzero(only)
-        result[f"precision_bottom_k_{kind}"] = bottom_k_precision(
-            scores[chosen], (kinds == kind)[chosen], everyone[chosen]
-        )
-        result[f"precision_bottom_k_per_class_{kind}"] = bottom_k_precision(
-            scores[chosen], (kinds == kind)[chosen], labels[chosen]
-        )
+    for kind, value in kind_precision(scores, kinds, everyone, KINDS).items():
+        result[f"precision_bottom_k_{kind}"] = value
+    for kind, value in kind_precision(scores, kinds, labels, KINDS).items():
+        result[f"precision_bottom_k_per_class_{kind}"] = value
+    # the pool run_moso scored, in the same order (same function, same split)
+    pool = build_pool(real, synthetic, 0.2, config.seed)
+    if pool.ids != [r["id"] for r in rows]:
+        raise RuntimeError("the rebuilt pool does not match the scored one")
+    images = pool.image_tensor(config.image_size)
     if args.ceiling_frames:
-        pool_ids = [r["id"] for r in rows]
-        result["ceilings"] = ceilings(out, args, seed, real, manifest, pool_ids, kinds, config)
+        result["ceilings"] = ceilings(out, args, seed, real, manifest, pool, images, kinds, config)
     result["surrogate_balanced_accuracy_by_epoch"] = surrogate_accuracy(
-        out / f"moso_{form}_{partitions}" / "surrogates", real, gen, config, kinds
+        out / f"moso_{form}_{partitions}" / "surrogates", pool, images, config, kinds
     )
     if args.clip_epochs:
         result["whole_filter"] = whole_filter(real, gen, out, args, seed, scores_file)
@@ -151,14 +152,13 @@ def run_once(out: Path, args, seed: int, form: str, partitions: int) -> dict:
 
 
 def surrogate_accuracy(
-    surrogates: Path, real: Path, gen: Path, config: MosoConfig, kinds: np.ndarray
+    surrogates: Path, pool: Pool, images: torch.Tensor, config: MosoConfig, kinds: np.ndarray
 ) -> list[float]:
     """Class-balanced accuracy of each epoch's surrogate on the clean pool it was trained on.
 
     A surrogate that cannot fit its own training data has gradients that carry the label
     more than the image: MoSo then ranks by label, not by content."""
-    pool = build_pool(real, read_manifest(gen / "manifest.jsonl"), 0.2, config.seed)
-    images, labels = pool.image_tensor(config.image_size), pool.label_tensor()
+    labels = pool.label_tensor()
     clean = torch.from_numpy(kinds == "")
     folder = surrogates / "partition_0"
     accuracies = []
@@ -175,12 +175,14 @@ def surrogate_accuracy(
     return accuracies
 
 
-def per_class_kind_precision(scores: np.ndarray, kinds: np.ndarray, labels: np.ndarray) -> dict:
-    """Bottom-k precision per class for each corruption kind against the clean rows only."""
+def kind_precision(
+    scores: np.ndarray, kinds: np.ndarray, groups: np.ndarray, names: tuple[str, ...]
+) -> dict[str, float]:
+    """Bottom-k precision within each group for each corruption kind, against the clean rows."""
     result = {}
-    for kind in ("wrong_class", "noise"):
+    for kind in names:
         chosen = np.flatnonzero((kinds == kind) | (kinds == ""))
-        result[kind] = bottom_k_precision(scores[chosen], (kinds == kind)[chosen], labels[chosen])
+        result[kind] = bottom_k_precision(scores[chosen], (kinds == kind)[chosen], groups[chosen])
     return result
 
 
@@ -190,7 +192,8 @@ def ceilings(
     seed: int,
     real: Path,
     manifest: dict,
-    pool_ids: list[str],
+    pool: Pool,
+    images: torch.Tensor,
     kinds: np.ndarray,
     config: MosoConfig,
 ) -> dict:
@@ -200,28 +203,15 @@ def ceilings(
     attributes = {f"real:{r.file_name}": r.attributes for r in read_metadata(meta_file)}
     for image_id, row in manifest.items():
         attributes[image_id] = row.get("true_attributes") or row.get("attributes") or {}
-    pool = build_pool(real, read_manifest(out / "gen" / "manifest.jsonl"), 0.2, config.seed)
-    if pool.ids != pool_ids:
-        raise RuntimeError("the pool changed order between MoSo and the ceilings")
     labels = np.array(pool.labels)
+    difficulty, prevalence = phantom_config.difficulty, phantom_config.prevalence
     oracle = np.array(
         [
-            class_posterior(attributes[i], phantom_config.difficulty, phantom_config.prevalence)[
-                label
-            ]
-            if kind != "noise"
-            else np.nan
-            for i, label, kind in zip(pool.ids, pool.labels, kinds)
+            class_posterior(attributes[i], difficulty, prevalence)[label]
+            for i, label in zip(pool.ids, pool.labels)
         ]
     )
-    keep = kinds != "noise"
-    result = {
-        "attribute_oracle": {
-            "wrong_class": per_class_kind_precision(oracle[keep], kinds[keep], labels[keep])[
-                "wrong_class"
-            ]
-        }
-    }
+    result = {"attribute_oracle": kind_precision(oracle, kinds, labels, ("wrong_class",))}
     reference = build_phantom_dataset(
         out / "ceiling_real",
         args.ceiling_frames,
@@ -244,9 +234,9 @@ def ceilings(
     model = load_surrogate(checkpoints[-1], len(clean.classes), clean_config)
     targets = pool.label_tensor()
     with torch.no_grad():
-        log_p = F.log_softmax(model(pool.image_tensor(config.image_size)), dim=1)
+        log_p = F.log_softmax(model(images), dim=1)
     own = log_p[torch.arange(len(targets)), targets].numpy()
-    result["clean_classifier"] = per_class_kind_precision(own, kinds, labels)
+    result["clean_classifier"] = kind_precision(own, kinds, labels, ("wrong_class", "noise"))
     result["clean_classifier"]["frames"] = args.ceiling_frames
     result["clean_classifier"]["epochs"] = args.ceiling_epochs
     return result

@@ -47,12 +47,19 @@ def vae_downsampling(vae: AutoencoderKL) -> int:
     return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
+def halvings(downsampling: int) -> int:
+    """How many stride-2 stages make `downsampling` (a power of two >= 1), else ValueError."""
+    steps = max(int(downsampling).bit_length() - 1, 0)
+    if 2**steps != downsampling:
+        raise ValueError(f"downsampling factor {downsampling} is not a power of two")
+    return steps
+
+
 def vae_channels_for(downsampling: int) -> tuple[int, ...]:
     """Tiny autoencoder widths with the given downsampling (4x: the default (32, 64, 64))."""
-    steps = int(downsampling).bit_length() - 1
-    if downsampling < 2 or 2**steps != downsampling:
-        raise ValueError(f"autoencoder downsampling {downsampling} is not a power of two >= 2")
-    return (32,) + (64,) * steps
+    if downsampling < 2:
+        raise ValueError(f"autoencoder downsampling must be >= 2, got {downsampling}")
+    return (32,) + (64,) * halvings(downsampling)
 
 
 @dataclass

@@ -111,9 +111,8 @@ def test_filter_drops_noise_unlike_any_real_frame(tmp_path, phantom_dataset):
     assert least == pytest.approx(settings["held_out_minimum"])
     assert max(nearest[i] for i in noise) < settings["threshold"]
     # at fraction 1 that frame is the bar itself and is still kept
-    strict = run_filter(
-        manifest, tmp_path / "strict", config, None, None, phantom_dataset, 0.2, 1.0
-    )
+    strict_config = FilterConfig(drop_duplicates=False, off_distribution_fraction=1.0)
+    strict = run_filter(manifest, tmp_path / "strict", strict_config, None, None, phantom_dataset)
     assert {r["id"] for r in strict["dropped"]} == noise
 
 
@@ -121,7 +120,7 @@ def test_off_distribution_reference_needs_held_out_cases(phantom_dataset):
     with pytest.raises(MetadataError, match="held-out"):
         real_reference(phantom_dataset, holdout_fraction=0.0)
     with pytest.raises(ValueError, match="fraction"):
-        real_reference(phantom_dataset, fraction=0.0)
+        FilterConfig(off_distribution_fraction=0.0)
 
 
 def test_filter_config_rejects_contradictions():

@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     keep.add_argument(
         "--off-distribution-fraction",
         type=float,
-        default=0.5,
+        default=FilterConfig.off_distribution_fraction,
         help="threshold = this fraction of the least typical held-out frame's correlation",
     )
     keep.add_argument(
@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             args.clip_quantile,
             args.moso_prune_ratio,
             drop_duplicates=not args.keep_duplicates,
+            off_distribution_fraction=args.off_distribution_fraction,
         )
         summary = commands.run_filter(
             args.manifest,
@@ -125,7 +126,6 @@ def main(argv: list[str] | None = None) -> None:
             args.moso_scores,
             args.reference_dataset,
             args.holdout_fraction,
-            args.off_distribution_fraction,
         )
         print(f"kept {summary['kept']} of {summary['total']}; report in {args.out}/report.md")
 

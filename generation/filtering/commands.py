@@ -23,7 +23,6 @@ from generation.filtering.moso_params import MosoConfig
 from generation.filtering.moso_pool import build_pool
 from generation.filtering.moso_run import moso_scores
 from generation.filtering.off_distribution import (
-    DEFAULT_FRACTION,
     nearest_correlation,
     real_reference,
     unlike_real,
@@ -113,12 +112,11 @@ def run_filter(
     moso_file: Path | None,
     reference: Path | None = None,
     holdout_fraction: float = 0.2,
-    off_distribution_fraction: float = DEFAULT_FRACTION,
 ) -> dict:
     """Write FILTERED/manifest.jsonl (all rows, with scores, kept, drop_reason) and a report.
 
     With a `reference` dataset (the real train data), frames whose best correlation with a real
-    train frame is below `off_distribution_fraction` times the least typical held-out real
+    train frame is below `config.off_distribution_fraction` times the least typical held-out real
     frame's are dropped first (generation/filtering/off_distribution)."""
     images = read_manifest(manifest)
     clip = read_scores(clip_file, "clip_score") if clip_file else {}
@@ -139,14 +137,14 @@ def run_filter(
     settings: dict = dict(config.__dict__)
     nearest = flags = None
     if reference is not None:
-        real = real_reference(reference, holdout_fraction, off_distribution_fraction)
+        real = real_reference(reference, holdout_fraction)
+        threshold = config.off_distribution_fraction * real.held_out_minimum
         nearest = nearest_correlation(vectors, real.train)
-        flags = unlike_real(nearest, real)
+        flags = unlike_real(nearest, threshold)
         settings["off_distribution"] = {
             "reference": str(reference),
             "held_out_minimum": real.held_out_minimum,
-            "fraction": off_distribution_fraction,
-            "threshold": real.threshold,
+            "threshold": threshold,
             "held_out_frames": real.held_out_frames,
         }
     labels = [im.label for im in images]

@@ -5,9 +5,9 @@ pool of ~900 real frames the phantom benchmark saw noise land anywhere from the 
 77th percentile by seed. A frame's highest thumbnail correlation with the real train frames
 says how much it looks like real ultrasound. The scale comes from the real data itself: the
 lowest such correlation among held-out real frames (patients the train frames never saw). The
-threshold is a fraction of it (default 0.5): plausible but atypical generations sit just below
-the held-out minimum (DDTI: 7 of 64 generated frames between 0.52 and its 0.585), pure noise far
-below (at most 0.16 on the phantom and on DDTI).
+threshold is a fraction of it (FilterConfig.off_distribution_fraction, 0.5): plausible but
+atypical generations sit just below the held-out minimum (DDTI: 7 of 64 generated frames
+between 0.52 and its 0.585), pure noise far below (at most 0.16 on the phantom and on DDTI).
 """
 
 from __future__ import annotations
@@ -21,18 +21,13 @@ from generation.filtering.images import thumbnails
 from generation.filtering.splits import split_by_case
 from metadata.records import MetadataError, metadata_path, read_metadata, resolve
 
-DEFAULT_FRACTION = 0.5
-
 
 @dataclass
 class RealReference:
-    """Thumbnails of the real train frames, the lowest held-out nearest correlation and the
-    threshold (a fraction of it)."""
+    """Thumbnails of the real train frames and the lowest held-out nearest correlation."""
 
-    dataset: Path
     train: np.ndarray
     held_out_minimum: float
-    threshold: float
     held_out_frames: int
 
 
@@ -49,21 +44,16 @@ def nearest_correlation(
     return best
 
 
-def unlike_real(nearest: np.ndarray, reference: RealReference) -> np.ndarray:
+def unlike_real(nearest: np.ndarray, threshold: float) -> np.ndarray:
     """Below the threshold; the margin absorbs the rounding of different BLAS block orders, so
     at fraction 1 the least typical held-out frame itself is not flagged."""
-    return nearest < reference.threshold - 1e-9
+    return nearest < threshold - 1e-9
 
 
 def real_reference(
-    dataset: str | Path,
-    holdout_fraction: float = 0.2,
-    fraction: float = DEFAULT_FRACTION,
-    seed: int = 0,
+    dataset: str | Path, holdout_fraction: float = 0.2, seed: int = 0
 ) -> RealReference:
-    """Split the real frames by case; calibrate the threshold on the held-out cases."""
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"the off-distribution fraction must be in (0, 1], got {fraction}")
+    """Split the real frames by case; measure the held-out frames' least nearest correlation."""
     meta_file = metadata_path(dataset)
     real = [r for r in read_metadata(meta_file) if not r.synthetic]
     train, held = split_by_case(real, holdout_fraction, seed)
@@ -76,4 +66,4 @@ def real_reference(
     train_vectors = thumbnails([resolve(meta_file, r.file_name) for r in train])
     held_vectors = thumbnails([resolve(meta_file, r.file_name) for r in held])
     minimum = float(nearest_correlation(held_vectors, train_vectors).min())
-    return RealReference(Path(dataset), train_vectors, minimum, fraction * minimum, len(held))
+    return RealReference(train_vectors, minimum, len(held))

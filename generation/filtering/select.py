@@ -30,12 +30,20 @@ class FilterConfig:
     clip_quantile: float | None = None  # drop this lowest fraction per class
     moso_prune_ratio: float = 0.0  # drop this lowest-MoSo fraction per class (of CLIP survivors)
     drop_duplicates: bool = True  # drop near-copies of an earlier kept image (any class)
+    # with a real reference: threshold = this fraction of the least typical held-out frame's
+    # nearest-real correlation (generation/filtering/off_distribution.py)
+    off_distribution_fraction: float = 0.5
 
     def __post_init__(self) -> None:
         if self.clip_threshold is not None and self.clip_quantile is not None:
             raise ValueError("give a CLIP threshold or a CLIP quantile, not both")
         if self.clip_quantile is not None and not 0.0 <= self.clip_quantile < 1.0:
             raise ValueError(f"clip_quantile must be in [0, 1), got {self.clip_quantile}")
+        if not 0.0 < self.off_distribution_fraction <= 1.0:
+            raise ValueError(
+                f"the off-distribution fraction must be in (0, 1], got "
+                f"{self.off_distribution_fraction}"
+            )
         if not 0.0 <= self.moso_prune_ratio < 1.0:
             raise ValueError(f"moso_prune_ratio must be in [0, 1), got {self.moso_prune_ratio}")
 

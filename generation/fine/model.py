@@ -29,6 +29,7 @@ from diffusers import ControlNetModel, UNet2DConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 
+from generation.models import halvings
 from metadata.atomic import write_json
 
 FUSION_MODES = ("sum", "gate")
@@ -116,11 +117,8 @@ def conditioning_channels_for(downsampling: int) -> tuple[int, ...]:
     diffusers' default (16, 32, 96, 256) has three stride-2 convolutions (8x); the tiny default's
     4x autoencoder needs two.
     """
-    steps = max(int(downsampling).bit_length() - 1, 0)
-    if 2**steps != downsampling:
-        raise ValueError(f"VAE downsampling factor {downsampling} is not a power of two")
     widths = (16, 32, 96, 256, 256, 256)
-    return widths[: steps + 1]
+    return widths[: halvings(downsampling) + 1]
 
 
 @dataclass
