@@ -41,6 +41,7 @@ def run_ours(args) -> dict:
             train_data_dir=args.data,
             output_dir=scratch,
             pretrained_model_name_or_path=args.pipeline,
+            all_cases=True,
             train_text_encoder=False,
             train_batch_size=args.batch,
             max_train_steps=args.warmup + args.steps,

@@ -43,7 +43,7 @@ def run_ours(args) -> dict:
             train_data_dir=args.data,
             output_dir=scratch,
             coarse_model_path=args.coarse,
-            train_split="all",
+            all_cases=True,
             resolution=args.resolution,
             train_batch_size=args.batch,
             max_train_steps=args.warmup + args.steps + 1,

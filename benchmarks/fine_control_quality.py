@@ -29,7 +29,6 @@ from generation.inference.control import ControlConfig, NoduleSegmenter, iou, su
 from generation.training.validation import image_grid
 from metadata.atomic import save_png, write_json
 from metadata.background import measure_background
-from metadata.splits import SplitConfig
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
@@ -64,9 +63,11 @@ def main() -> None:
     mode = pipeline.config.prompt_background
     resolution = pipeline.default_resolution()
     run = json.loads((Path(args.fine) / "tiger_fine.json").read_text("utf-8"))["config"]
-    splits = SplitConfig(run["split_valid_fraction"], run["split_test_fraction"], run["split_seed"])
-    train = load_fine_dataset(args.data, resolution, mode, "train", splits)
-    held = load_fine_dataset(args.data, resolution, mode, args.split, splits)
+    splits = args.splits or run["splits_file"]
+    if not splits:
+        raise SystemExit("pass --splits CROOT/splits.json (the fine run recorded none)")
+    train = load_fine_dataset(args.data, resolution, mode, splits)
+    held = load_fine_dataset(args.data, resolution, mode, splits, split=args.split)
     if {r.case_id for r in train.records} & {r.case_id for r in held.records}:
         raise SystemExit("held-out cases overlap the training cases")
     count = min(args.limit, len(held))

@@ -38,6 +38,7 @@ from classifier.losses import make_loss
 from classifier.metrics import auc
 from classifier.models import build_model, save_pretrained
 from classifier.precision import resolve_mixed_precision, seed_everything
+from generation.training.state import TrainingState, load_training_state, save_training_state
 from metadata.atomic import write_json
 
 STATE_DIR = "checkpoint"
@@ -112,20 +113,28 @@ def _step_generator(seed: int, epoch: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 100_003 + step)
 
 
-def _save_state(accelerator: Accelerator, run_dir: Path, state: TrainState) -> None:
-    """Model, optimizer, scheduler, scaler and per-process RNG states plus our counters.
+def training_state(parts: TrainingParts) -> TrainingState:
+    """What a checkpoint holds (safetensors + JSON; no RNG: draws are functions of seed, epoch
+    and step)."""
+    model = parts.accelerator.unwrap_model(parts.model)
+    return TrainingState(
+        {"model": model}, parts.optimizer, parts.scheduler, None, parts.accelerator.scaler
+    )
 
-    Every process writes into one staging folder (accelerate saves one RNG file per process),
-    then the main process swaps it in whole, so a crash never leaves a half checkpoint."""
+
+def _save_state(parts: TrainingParts, run_dir: Path, state: TrainState) -> None:
+    """Model, optimizer, scheduler and scaler plus our counters, nothing pickled.
+
+    The main process writes a staging folder and swaps it in whole, so a crash never leaves a
+    half checkpoint; every rank waits for the swap."""
+    accelerator = parts.accelerator
     final = run_dir / STATE_DIR
     staging = run_dir / f".{STATE_DIR}.staging"
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+        save_training_state(staging, training_state(parts))
         write_json(staging / STATE_FILE, asdict(state))
         backup = run_dir / f".{STATE_DIR}.old"
         shutil.rmtree(backup, ignore_errors=True)
@@ -181,7 +190,6 @@ def build_training(
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     total_steps = train_config.epochs * len(loader)
     scheduler = make_scheduler(optimizer, total_steps, train_config.warmup_epochs * len(loader))
-    accelerator.register_for_checkpointing(scheduler)
     return TrainingParts(
         accelerator,
         model,
@@ -259,7 +267,7 @@ def train_classifier(
     if not (state_dir / STATE_FILE).is_file():  # crash between the two renames of _save_state
         state_dir = run_dir / f".{STATE_DIR}.old"
     if (state_dir / STATE_FILE).is_file():
-        accelerator.load_state(str(state_dir))
+        load_training_state(state_dir, training_state(parts))
         state = TrainState(**json.loads((state_dir / STATE_FILE).read_text()))
     writer = None
     if accelerator.is_main_process:
@@ -299,7 +307,7 @@ def train_classifier(
         if writer is not None:
             for key in ("train_loss", "val_auc", "lr"):
                 writer.add_scalar(key, record[key], epoch + 1)
-        _save_state(accelerator, run_dir, state)
+        _save_state(parts, run_dir, state)
     if writer is not None:
         writer.close()
     accelerator.wait_for_everyone()

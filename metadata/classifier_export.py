@@ -14,13 +14,14 @@ import shutil
 from pathlib import Path
 
 from metadata.atomic import staging_dir, write_json
-from metadata.records import MetadataRecord, metadata_path, read_metadata, resolve
+from metadata.records import MetadataRecord, resolve
 from metadata.splits import (
     SplitConfig,
     SyntheticLeakError,
     assign_records,
     check_no_synthetic_outside_train,
 )
+from metadata.validate import read_dataset
 from metadata.vocabulary import BENIGN, UNLABELLED
 
 SPLITS_FILE = "splits.json"
@@ -63,8 +64,8 @@ def export_classifier_layout(
 ) -> Path:
     """Write CROOT atomically; returns the path of splits.json."""
     config = config or SplitConfig()
-    meta_file = metadata_path(location)
-    records = [r for r in read_metadata(meta_file) if r.label and r.label != UNLABELLED]
+    meta_file, checked = read_dataset(location)
+    records = [r for r in checked if r.label and r.label != UNLABELLED]
     splits = assign_records(records, config)
     if split_override:
         missing = [r.file_name for r in records if r.file_name not in split_override]

@@ -1,14 +1,17 @@
-"""Check a dataset folder before any stage trusts it.
+"""Check a dataset folder before any stage trusts it: the one reader every stage uses.
 
-Problems found: malformed JSON, missing keys, paths escaping the dataset folder, missing or
-unreadable image/condition files, image/condition size mismatch, empty masks, duplicate names.
-Without `skip_bad` the first problem raises MetadataError (file and line named); with it, bad
-records are left out and a report says which and why.
+Problems found: malformed JSON, missing keys, paths escaping the dataset folder (relative or
+absolute), missing, truncated or non-image files, image/condition size mismatch, empty masks,
+duplicate names, labels and text_nd words outside the dataset's vocabulary. Without `skip_bad`
+the first problem raises MetadataError (file and line named); with it, bad records are left out
+and a report says which and why. `read_dataset` is what trainers, CLIP, MoSo, generation and the
+exporter call, so they read exactly the records `validate` accepts, before any work starts.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +28,11 @@ from metadata.records import (
     parse_line,
     resolve,
 )
+from metadata.vocabulary import VOCABULARY_FILE, DatasetVocabulary
 
 MASK_THRESHOLD = 127
+SKIPPED_FILE = "skipped_records.json"  # a stage's report of the records --skip-bad left out
+LOGGER = logging.getLogger(__name__)
 
 
 @dataclass
@@ -65,7 +71,31 @@ def inside(path: Path, root: Path) -> bool:
     return True
 
 
-def check_record(record: MetadataRecord, meta_file: Path, root: Path, line_no: int) -> None:
+def load_vocabulary(root: Path) -> DatasetVocabulary:
+    """Built-in vocabulary, extended by ROOT/vocabulary.json when the dataset has one."""
+    builtin = DatasetVocabulary.builtin()
+    path = root / VOCABULARY_FILE
+    if not path.is_file():
+        return builtin
+    try:
+        data = json.loads(path.read_text("utf-8"))
+        labels = [str(v) for v in data.get("labels", [])]
+        phrases = [str(v) for v in data.get("text_nd_phrases", [])]
+    except (json.JSONDecodeError, AttributeError, TypeError) as error:
+        raise MetadataError(path, f"not a vocabulary file ({error})") from None
+    return DatasetVocabulary(builtin.labels | set(labels), builtin.phrases | set(phrases))
+
+
+def check_record(
+    record: MetadataRecord,
+    meta_file: Path,
+    root: Path,
+    line_no: int,
+    vocabulary: DatasetVocabulary | None = None,
+) -> None:
+    problems = (vocabulary or DatasetVocabulary.builtin()).problems(record.label, record.text_nd)
+    if problems:
+        raise MetadataError(meta_file, "; ".join(problems), line_no)
     sizes = {}
     for role, relative in (
         ("image", record.file_name),
@@ -92,6 +122,7 @@ def validate_dataset(
     meta_file = metadata_path(location)
     root = dataset_root(meta_file).resolve()
     report = ValidationReport(meta_file=meta_file)
+    vocabulary = load_vocabulary(root)
     seen: dict[str, int] = {}
     with open(meta_file, encoding="utf-8") as handle:
         lines = handle.readlines()
@@ -106,7 +137,7 @@ def validate_dataset(
                     f"duplicate file_name {record.file_name!r} (line {seen[record.file_name]})",
                     line_no,
                 )
-            check_record(record, meta_file, root, line_no)
+            check_record(record, meta_file, root, line_no, vocabulary)
         except MetadataError as error:
             if not skip_bad:
                 raise
@@ -121,6 +152,21 @@ def validate_dataset(
     if skip_bad and report_path is not None:
         write_json(report_path, report.to_json())
     return report
+
+
+def read_dataset(
+    location: str | os.PathLike,
+    skip_bad: bool = False,
+    report_path: str | os.PathLike | None = None,
+) -> tuple[Path, list[MetadataRecord]]:
+    """(metadata file, records) after every check `validate` makes; what each stage reads."""
+    report = validate_dataset(location, skip_bad=skip_bad, report_path=report_path)
+    if report.problems:
+        for problem in report.problems:
+            LOGGER.warning(
+                "%s:%s skipped: %s", report.meta_file, problem["line"], problem["problem"]
+            )
+    return report.meta_file, report.records
 
 
 def main_summary(report: ValidationReport) -> str:

@@ -170,3 +170,53 @@ def fill_measured(attributes: NoduleAttributes, mask: np.ndarray) -> NoduleAttri
     data["shape"] = attributes.shape or geometry.shape
     data["size"] = attributes.size or geometry.size
     return NoduleAttributes.from_dict(data)
+
+
+def text_nd_phrases() -> frozenset[str]:
+    """Every comma-separated phrase `compose_text_nd` can write (the built-in vocabulary)."""
+    phrases = {BENIGN, MALIGNANT, *SUBTYPE_WORDS.values(), "halo", "no calcifications"}
+    for name, values in ATTRIBUTE_VALUES.items():
+        if name == "margins":
+            phrases.update(f"{value} margins" for value in values)
+        elif name == "calcifications":
+            phrases.update(value for value in values if value != "none")
+        else:
+            phrases.update(values)
+    return frozenset(phrases)
+
+
+def split_phrases(text_nd: str) -> list[str]:
+    return [part.strip() for part in text_nd.split(",") if part.strip()]
+
+
+VOCABULARY_FILE = "vocabulary.json"
+
+
+@dataclass(frozen=True)
+class DatasetVocabulary:
+    """The labels and text_nd phrases a dataset may use. Built-in: the TI-RADS words above; a
+    dataset folder's `vocabulary.json` ({"labels": [...], "text_nd_phrases": [...]}) adds its
+    own (the Tiger importer writes one for the words of a user's own descriptions)."""
+
+    labels: frozenset[str]
+    phrases: frozenset[str]
+
+    @classmethod
+    def builtin(cls) -> DatasetVocabulary:
+        return cls(frozenset(CLASS_LABELS), text_nd_phrases())
+
+    def problems(self, label: str, text_nd: str) -> list[str]:
+        """What in (label, text_nd) lies outside this vocabulary; empty when all is known."""
+        found = []
+        if label and label not in self.labels:
+            found.append(f"label {label!r} is not one of {sorted(self.labels)}")
+        unknown = [p for p in split_phrases(text_nd) if p not in self.phrases]
+        if unknown:
+            found.append(
+                f"text_nd word(s) {unknown} not in the dataset's vocabulary (built-in TI-RADS "
+                f"words, plus {VOCABULARY_FILE} in the dataset folder)"
+            )
+        return found
+
+    def to_json(self) -> dict:
+        return {"labels": sorted(self.labels), "text_nd_phrases": sorted(self.phrases)}

@@ -15,6 +15,7 @@ from classifier.experiment import run_experiment
 from classifier.layout import read_layout
 from classifier.toydata import build_toy_layout, build_toy_manifest
 from classifier.train import train_classifier
+from generation.training.state import MODEL_FILE
 
 SUBTYPE = "FTC"
 TINY = TrainConfig(epochs=2, batch_size=16, patience=5, progress=False, lr=1e-3)
@@ -102,8 +103,10 @@ def test_resume_is_exact(tmp_path, croot, monkeypatch):
     )
     assert len(resumed.history) == 2
     assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
-    final_a = load_file(str(tmp_path / "a" / "checkpoint" / "model.safetensors"))
-    final_b = load_file(str(tmp_path / "b" / "checkpoint" / "model.safetensors"))
+    saved = MODEL_FILE.format(name="model")
+    final_a = load_file(str(tmp_path / "a" / "checkpoint" / saved))
+    final_b = load_file(str(tmp_path / "b" / "checkpoint" / saved))
+    assert not list((tmp_path / "b" / "checkpoint").glob("*.pkl"))
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
 
 

@@ -60,6 +60,7 @@ def tiny_config(workspace: Path, output: str, **overrides) -> CoarseConfig:
         "validation_inference_steps": 2,
         "report_to": "none",
         "cpu_threads": 1,
+        "all_cases": True,
     }
     values.update(overrides)
     return CoarseConfig(**values)
@@ -234,3 +235,40 @@ def test_autoencoder_downsampling_sets_the_latent_grid(workspace):
         tiny_config(workspace, "bad", autoencoder_downsampling=6).validate()
     with pytest.raises(CoarseConfigError, match=r"--autoencoder_downsampling.*must divide"):
         tiny_config(workspace, "bad", autoencoder_downsampling=32).validate()
+
+
+class PlantedPickle:
+    """Unpickling this writes a marker file: the proof that a checkpoint ran code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "code ran"))
+
+
+def test_resume_never_unpickles_a_planted_file(uninterrupted, workspace):
+    """accelerate's pickled states (EMA, RNG, optimizer) are neither written nor read: a crafted
+    pickle planted under their names does not run, and resume is still exact."""
+    import pickle
+
+    config = tiny_config(workspace, "planted")
+
+    def kill_at_step_3(step: int) -> None:
+        if step == 3:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        coarse_train.train_coarse(config, step_callback=kill_at_step_3)
+    checkpoint = workspace / "planted" / "checkpoint-2"
+    assert not [p.name for p in checkpoint.iterdir() if p.suffix in (".pkl", ".bin", ".pt")]
+    marker = workspace / "planted-marker.txt"
+    for name in ("custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin"):
+        (checkpoint / name).write_bytes(pickle.dumps(PlantedPickle(marker)))
+    resumed = coarse_train.train_coarse(
+        tiny_config(workspace, "planted", resume_from_checkpoint="latest")
+    )
+    assert not marker.exists()
+    for component in ("unet", "text_encoder"):
+        ours, reference = weights(resumed, component), weights(uninterrupted, component)
+        assert all(torch.equal(ours[key], reference[key]) for key in reference)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from diffusers import ControlNetModel, DDIMScheduler
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+from safetensors.torch import load_file
 
 from generation.fine.conditions import to_condition_tensor
 from generation.fine.config import FineConfig, FineConfigError
@@ -27,6 +28,8 @@ from generation.models import (
     build_tiny_pipeline,
     vae_downsampling,
 )
+from generation.training.state import OPTIMIZER_TENSORS
+from metadata.records import MetadataError
 
 RESOLUTION = 32
 
@@ -207,8 +210,10 @@ def test_incomplete_folder_and_bad_conditions_are_named(tmp_path):
         FineConfig(train_data_dir="d", output_dir="o", coarse_model_path="c", fusion="x").validate()
 
 
-def test_crops_and_flips_reach_image_and_both_conditions(phantom_dataset):
-    dataset = load_fine_dataset(phantom_dataset, RESOLUTION, split="all")
+def test_crops_and_flips_reach_image_and_both_conditions(
+    phantom_dataset, phantom_classifier_layout
+):
+    dataset = load_fine_dataset(phantom_dataset, RESOLUTION)
     fg, bg = dataset.load_conditions([0, 1])
     assert fg.min() >= 0 and fg.max() <= 1 and fg.max() == 1
     pixels = dataset.load_pixels([0, 1])
@@ -219,10 +224,14 @@ def test_crops_and_flips_reach_image_and_both_conditions(phantom_dataset):
     torch.testing.assert_close(cached_fg, flip_where(fg, flips), atol=1 / 255, rtol=0)
     torch.testing.assert_close(cached_fg[0], torch.flip(fg[0], dims=[-1]), atol=1 / 255, rtol=0)
     torch.testing.assert_close(cached_bg[1], bg[1], atol=1 / 255, rtol=0)
-    held_out = load_fine_dataset(phantom_dataset, RESOLUTION, split="test")
-    assert not {r.case_id for r in held_out.records} & {
-        r.case_id for r in load_fine_dataset(phantom_dataset, RESOLUTION, split="train").records
-    }
+    splits = phantom_classifier_layout / "splits.json"
+    held_out = load_fine_dataset(phantom_dataset, RESOLUTION, "full", splits, split="valid")
+    train = load_fine_dataset(phantom_dataset, RESOLUTION, "full", splits)
+    assert held_out.records and len(train) < len(dataset)
+    assert not {r.case_id for r in held_out.records} & {r.case_id for r in train.records}
+    # Without a splits file the stage refuses to choose cases silently.
+    with pytest.raises(MetadataError, match="which cases may it use"):
+        load_fine_dataset(phantom_dataset, RESOLUTION, all_cases=False)
 
 
 def fine_config(data: Path, coarse: Path, output: Path, **overrides) -> FineConfig:
@@ -242,6 +251,7 @@ def fine_config(data: Path, coarse: Path, output: Path, **overrides) -> FineConf
         validation_steps=4,
         validation_inference_steps=2,
         report_to="none",
+        all_cases=True,
     )
     values.update(overrides)
     return FineConfig(**values)
@@ -278,8 +288,11 @@ def test_kill_and_resume_equals_uninterrupted_run(phantom_dataset, coarse_folder
         torch.testing.assert_close(second[name], tensor, rtol=0, atol=0, msg=name)
     assert (straight / "validation" / "step-000004.png").is_file()
     # Gradient accumulation is applied: 4 optimizer steps for 8 micro-batches.
-    optimizer = torch.load(straight / "checkpoint-4" / "optimizer.bin", weights_only=False)
-    assert {int(state["step"]) for state in optimizer["state"].values()} == {4}
+    # The optimizer state is safetensors (no pickle anywhere in a checkpoint).
+    optimizer = load_file(str(straight / "checkpoint-4" / OPTIMIZER_TENSORS))
+    steps = {int(value) for key, value in optimizer.items() if key.endswith(".step")}
+    assert steps == {4}
+    assert not list((straight / "checkpoint-4").glob("*.pkl"))
 
 
 def test_cli_profile_and_flags_build_a_valid_config():

@@ -37,6 +37,13 @@ class CoarseConfig:
 
     train_data_dir: str = ""
     output_dir: str = ""
+    # Which cases the generator learns from: the classifier's splits.json (train cases only);
+    # without it the dataset must be a train-only subset (`metadata.cli subset`) or all_cases on.
+    splits_file: str | None = None
+    all_cases: bool = False
+    # Leave out records that fail the dataset checks (listed in OUTPUT/skipped_records.json)
+    # instead of stopping before training.
+    skip_bad: bool = False
     # Models: a local diffusers SD folder, or None for the tiny default (+ stage-0 autoencoder).
     pretrained_model_name_or_path: str | None = None
     pretrained_vae_path: str | None = None

@@ -11,7 +11,9 @@ import torch
 from PIL import Image
 
 from generation.coarse.prompts import combine_prompt
-from metadata.records import MetadataError, MetadataRecord, metadata_path, read_metadata, resolve
+from metadata.records import MetadataError, MetadataRecord, resolve
+from metadata.subset import training_records
+from metadata.validate import read_dataset
 
 
 @dataclass
@@ -77,17 +79,19 @@ def load_image(path: Path, resolution: int, offset: tuple[int, int] | None = Non
 
 
 def load_coarse_dataset(
-    location: str | os.PathLike, resolution: int, background: str = "full"
+    location: str | os.PathLike,
+    resolution: int,
+    background: str = "full",
+    splits_file: str | os.PathLike | None = None,
+    all_cases: bool = True,
+    skip_bad: bool = False,
+    report_path: str | os.PathLike | None = None,
 ) -> CoarseDataset:
-    """Read metadata.jsonl and check every image exists (errors name the file and line)."""
-    meta_file = metadata_path(location)
-    records = read_metadata(meta_file)
-    paths = []
-    for line, record in enumerate(records, start=1):
-        path = resolve(meta_file, record.file_name)
-        if not path.is_file():
-            raise MetadataError(meta_file, f"image {record.file_name!r} not found ({path})", line)
-        paths.append(path)
+    """The records `validate` accepts (every file opened and checked before training), of the
+    cases this stage may learn from (`metadata.subset.training_records`)."""
+    meta_file, checked = read_dataset(location, skip_bad, report_path)
+    records, _ = training_records(meta_file, checked, splits_file, all_cases, "coarse stage")
+    paths = [resolve(meta_file, r.file_name) for r in records]
     prompts = [combine_prompt(r.text_nd, r.text_bg, background) for r in records]
     masks = [resolve(meta_file, r.condition_FG) for r in records]
     return CoarseDataset(records, paths, prompts, resolution, masks)

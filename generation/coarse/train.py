@@ -63,8 +63,10 @@ from generation.training.precision import (
 )
 from generation.training.progress import Progress
 from generation.training.randomness import batch_indices, random_crops, step_generator
+from generation.training.state import TrainingState
 from generation.training.validation import generate_images, image_grid
 from metadata.atomic import save_png, write_json
+from metadata.validate import SKIPPED_FILE
 
 LOGGER = logging.getLogger(__name__)
 AUTOENCODER_DIR = "autoencoder"
@@ -292,7 +294,13 @@ def train_coarse(config: CoarseConfig, step_callback: Callable[[int], None] | No
     if config.cpu_threads is not None and device.type == "cpu":
         torch.set_num_threads(config.cpu_threads)  # idle-spinning threads cost a shared CPU dearly
     dataset = load_coarse_dataset(
-        config.train_data_dir, config.resolution, config.prompt_background
+        config.train_data_dir,
+        config.resolution,
+        config.prompt_background,
+        config.splits_file,
+        config.all_cases,
+        config.skip_bad,
+        output / SKIPPED_FILE if config.skip_bad else None,
     )
 
     tiny = load_tiny_config(config) if config.pretrained_model_name_or_path is None else None
@@ -351,7 +359,10 @@ def train_coarse(config: CoarseConfig, step_callback: Callable[[int], None] | No
     if config.use_ema:
         ema = EMAModel(trained_params, decay=config.ema_decay)
         ema.to(device)
-        accelerator.register_for_checkpointing(ema)
+    trained_models = {"unet": accelerator.unwrap_model(unet)}
+    if config.trains_text_encoder:
+        trained_models["text_encoder"] = accelerator.unwrap_model(text_encoder)
+    training_state = TrainingState(trained_models, optimizer, lr_scheduler, ema, accelerator.scaler)
 
     # Prompts: index 0 is the empty prompt used by caption dropout.
     unique_prompts = ["", *sorted(set(dataset.prompts))]
@@ -406,7 +417,7 @@ def train_coarse(config: CoarseConfig, step_callback: Callable[[int], None] | No
     if resume_path is not None:
         state = json.loads((resume_path / ckpt.STATE_FILE).read_text("utf-8"))
         check_resume_compatible(state, config, resume_path)
-        state = ckpt.load_checkpoint(accelerator, resume_path)
+        state = ckpt.load_checkpoint(resume_path, training_state)
         global_step = int(state["global_step"])
         LOGGER.info("resumed from %s at step %d", resume_path, global_step)
     last_checkpoint = resume_path
@@ -495,7 +506,12 @@ def train_coarse(config: CoarseConfig, step_callback: Callable[[int], None] | No
         if global_step % config.checkpointing_steps == 0 or global_step == config.max_train_steps:
             state = {"config": config.to_dict(), "loss": loss_sum}
             last_checkpoint = ckpt.save_checkpoint(
-                accelerator, output, global_step, state, config.checkpoints_total_limit
+                accelerator,
+                output,
+                global_step,
+                state,
+                training_state,
+                config.checkpoints_total_limit,
             )
         if config.validation_prompts and (
             global_step % config.validation_steps == 0 or global_step == config.max_train_steps

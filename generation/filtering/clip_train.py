@@ -31,7 +31,7 @@ from generation.filtering.clip_params import ClipConfig
 from generation.filtering.clip_select import HeldOutScorer
 from generation.filtering.splits import split_by_case
 from metadata.atomic import write_json
-from metadata.records import metadata_path, read_metadata
+from metadata.validate import read_dataset
 
 STATE_FILE = "train_state.pt"
 BEST_FILE = "best_weights.pt"
@@ -82,8 +82,8 @@ def train_clip(dataset: str | Path, out_dir: str | Path, config: ClipConfig) -> 
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    meta_file = metadata_path(dataset)
-    records = [r for r in read_metadata(meta_file) if not r.synthetic]
+    meta_file, checked = read_dataset(dataset)
+    records = [r for r in checked if not r.synthetic]
     train, held = split_by_case(records, config.holdout_fraction, config.seed)
     if len(train) < 2:
         raise ValueError(f"{meta_file}: need at least 2 real training images, found {len(train)}")

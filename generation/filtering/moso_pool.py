@@ -10,7 +10,8 @@ import torch
 from generation.filtering.images import load_gray_stack
 from generation.filtering.manifest import SyntheticImage
 from generation.filtering.splits import split_by_case
-from metadata.records import metadata_path, read_metadata, resolve
+from metadata.records import resolve
+from metadata.validate import read_dataset
 
 
 @dataclass
@@ -41,8 +42,8 @@ def build_pool(
     """Real train-split images (held-out cases excluded, same split as CLIP) + synthetic."""
     pool = Pool([], [], [], [])
     if dataset is not None:
-        meta_file = metadata_path(dataset)
-        real = [r for r in read_metadata(meta_file) if not r.synthetic and r.label]
+        meta_file, checked = read_dataset(dataset)
+        real = [r for r in checked if not r.synthetic and r.label]
         train, _ = split_by_case(real, holdout_fraction, seed)
         for record in train:
             pool.ids.append(f"real:{record.file_name}")

@@ -14,8 +14,6 @@ from generation.fine.model import FUSION_MODES
 from generation.training.options import read_config_file
 from generation.training.precision import MIXED_PRECISION
 
-TRAIN_SPLITS = ("train", "all")
-
 
 class FineConfigError(ValueError):
     """An invalid fine-stage option; names the option (and the config file when given)."""
@@ -32,11 +30,13 @@ class FineConfig:
     fusion: str = "gate"
     # How the UNet's prompt joins text_nd and text_bg; None: as the coarse run recorded it.
     prompt_background: str | None = None
-    # Train on the case-level "train" split only (metadata.splits), keeping valid/test unseen.
-    train_split: str = "train"
-    split_valid_fraction: float = 0.15
-    split_test_fraction: float = 0.15
-    split_seed: int = 0
+    # Which cases the branches learn from: the classifier's splits.json (train cases only;
+    # validation grids from its valid cases); without it the dataset must be a train-only subset
+    # (`metadata.cli subset`) or all_cases on. Records failing the checks stop the run before
+    # training, or are left out and listed (OUTPUT/skipped_records.json) with skip_bad.
+    splits_file: str | None = None
+    all_cases: bool = False
+    skip_bad: bool = False
     # Data.
     resolution: int = 128
     center_crop: bool = True
@@ -94,8 +94,6 @@ class FineConfig:
             fail("fusion", f"{self.fusion!r} is not one of {FUSION_MODES}")
         if self.prompt_background is not None and self.prompt_background not in BACKGROUND_MODES:
             fail("prompt_background", f"{self.prompt_background!r} not in {BACKGROUND_MODES}")
-        if self.train_split not in TRAIN_SPLITS:
-            fail("train_split", f"{self.train_split!r} is not one of {TRAIN_SPLITS}")
         for name in ("train_batch_size", "gradient_accumulation_steps", "max_train_steps"):
             if getattr(self, name) < 1:
                 fail(name, f"must be >= 1, got {getattr(self, name)}")

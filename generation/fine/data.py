@@ -18,8 +18,9 @@ from PIL import Image
 from generation.coarse.data import load_image
 from generation.coarse.prompts import combine_prompt
 from generation.fine.conditions import condition_array, open_rgb, resized_size
-from metadata.records import MetadataError, MetadataRecord, metadata_path, read_metadata, resolve
-from metadata.splits import SplitConfig, assign_records
+from metadata.records import MetadataError, MetadataRecord, resolve
+from metadata.subset import records_in_splits, training_records
+from metadata.validate import read_dataset
 
 
 @dataclass
@@ -107,56 +108,28 @@ def flip_where(images: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, torch.flip(images, dims=[-1]), images)
 
 
-def check_same_size(meta_file: Path, line: int, paths: list[Path]) -> None:
-    sizes = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                sizes.append(image.size)
-        except (OSError, ValueError) as error:
-            raise MetadataError(path, f"unreadable image ({error})") from None
-    if len(set(sizes)) != 1:
-        detail = ", ".join(f"{p.parent.name}/{p.name} {s[0]}x{s[1]}" for p, s in zip(paths, sizes))
-        raise MetadataError(meta_file, f"image and conditions differ in size ({detail})", line)
-
-
-def select_records(
-    records: list[MetadataRecord], split: str, split_config: SplitConfig
-) -> list[int]:
-    """Indices of the records to use: all, or those in the case-level `split`."""
-    if split == "all":
-        return list(range(len(records)))
-    assignment = assign_records(records, split_config)
-    return [i for i, record in enumerate(records) if assignment[record.file_name] == split]
-
-
 def load_fine_dataset(
     location: str | os.PathLike,
     resolution: int,
     prompt_background: str = "full",
-    split: str = "all",
-    split_config: SplitConfig | None = None,
+    splits_file: str | os.PathLike | None = None,
+    all_cases: bool = True,
+    skip_bad: bool = False,
+    report_path: str | os.PathLike | None = None,
+    split: str = "train",
 ) -> FineDataset:
-    """Read metadata.jsonl; check every image and condition exists and sizes agree."""
-    meta_file = metadata_path(location)
-    all_records = read_metadata(meta_file)
-    chosen = select_records(all_records, split, split_config or SplitConfig())
-    if not chosen:
-        raise MetadataError(meta_file, f"no records in split {split!r}")
-    records, images, fgs, bgs = [], [], [], []
-    for index in chosen:
-        record, line = all_records[index], index + 1
-        paths = []
-        for key in ("file_name", "condition_FG", "condition_BG"):
-            relative = getattr(record, key)
-            path = resolve(meta_file, relative)
-            if not path.is_file():
-                raise MetadataError(meta_file, f"{key} {relative!r} not found ({path})", line)
-            paths.append(path)
-        check_same_size(meta_file, line, paths)
-        records.append(record)
-        images.append(paths[0])
-        fgs.append(paths[1])
-        bgs.append(paths[2])
+    """The records `validate` accepts (files, sizes, masks, words checked before training), of
+    the cases this stage may learn from; `split="valid"` reads the splits file's valid cases
+    (for validation grids)."""
+    meta_file, checked = read_dataset(location, skip_bad, report_path)
+    if split == "train":
+        records, _ = training_records(meta_file, checked, splits_file, all_cases, "fine stage")
+    elif splits_file:
+        records = records_in_splits(checked, splits_file, (split,), False, meta_file)
+    else:
+        raise MetadataError(meta_file, f"the {split!r} split needs a splits file")
+    images = [resolve(meta_file, r.file_name) for r in records]
+    fgs = [resolve(meta_file, r.condition_FG) for r in records]
+    bgs = [resolve(meta_file, r.condition_BG) for r in records]
     prompts = [combine_prompt(r.text_nd, r.text_bg, prompt_background) for r in records]
     return FineDataset(records, images, fgs, bgs, prompts, resolution)

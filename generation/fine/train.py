@@ -67,8 +67,9 @@ from generation.training.precision import (
 )
 from generation.training.progress import Progress
 from generation.training.randomness import batch_indices, random_crops, step_generator
+from generation.training.state import TrainingState
 from metadata.atomic import save_png, write_json
-from metadata.splits import SplitConfig
+from metadata.validate import SKIPPED_FILE
 
 LOGGER = logging.getLogger(__name__)
 RUN_FILE = "tiger_fine.json"
@@ -82,8 +83,6 @@ RESUME_INVARIANTS = (
     "center_crop",
     "caption_dropout",
     "fusion",
-    "train_split",
-    "split_seed",
     "coarse_model_path",
 )
 
@@ -242,17 +241,29 @@ def save_fine_folder(
 
 
 def validation_items(config: FineConfig, prompt_background: str) -> FineDataset | None:
-    """Held-out (valid split) items when training on the train split, else the training items."""
+    """Held-out (valid split) items when a splits file is given, else the training items."""
     if config.num_validation_items <= 0:
         return None
-    split = "valid" if config.train_split == "train" else "all"
-    splits = SplitConfig(config.split_valid_fraction, config.split_test_fraction, config.split_seed)
-    try:
-        return load_fine_dataset(
-            config.train_data_dir, config.resolution, prompt_background, split, splits
-        )
-    except ValueError:
-        return load_fine_dataset(config.train_data_dir, config.resolution, prompt_background)
+    if config.splits_file:
+        try:
+            return load_fine_dataset(
+                config.train_data_dir,
+                config.resolution,
+                prompt_background,
+                config.splits_file,
+                skip_bad=config.skip_bad,
+                split="valid",
+            )
+        except ValueError:
+            pass
+    return load_fine_dataset(
+        config.train_data_dir,
+        config.resolution,
+        prompt_background,
+        config.splits_file,
+        config.all_cases,
+        config.skip_bad,
+    )
 
 
 def train_fine(config: FineConfig, step_callback: Callable[[int], None] | None = None) -> Path:
@@ -271,9 +282,14 @@ def train_fine(config: FineConfig, step_callback: Callable[[int], None] | None =
 
     components = load_pipeline_components(config.coarse_model_path)
     prompt_background = config.prompt_background or coarse_prompt_background(components.source)
-    splits = SplitConfig(config.split_valid_fraction, config.split_test_fraction, config.split_seed)
     dataset = load_fine_dataset(
-        config.train_data_dir, config.resolution, prompt_background, config.train_split, splits
+        config.train_data_dir,
+        config.resolution,
+        prompt_background,
+        config.splits_file,
+        config.all_cases,
+        config.skip_bad,
+        output / SKIPPED_FILE if config.skip_bad else None,
     )
     unet, vae, text_encoder = components.unet, components.vae, components.text_encoder
     for frozen in (unet, vae, text_encoder):
@@ -296,6 +312,9 @@ def train_fine(config: FineConfig, step_callback: Callable[[int], None] | None =
     optimizer, lr_scheduler = build_optimizer(config, dual, accelerator.num_processes)
     trained_params = dual.trainable_parameters()
     dual, optimizer, lr_scheduler = accelerator.prepare(dual, optimizer, lr_scheduler)
+    training_state = TrainingState(
+        {"dual": accelerator.unwrap_model(dual)}, optimizer, lr_scheduler, None, accelerator.scaler
+    )
 
     texts = TextTable.build(dataset, components, device, dtype)
     latent_cache: LatentCache | None = None
@@ -328,7 +347,7 @@ def train_fine(config: FineConfig, step_callback: Callable[[int], None] | None =
     if resume_path is not None:
         state = json.loads((resume_path / ckpt.STATE_FILE).read_text("utf-8"))
         check_resume_compatible(state, config, resume_path)
-        state = ckpt.load_checkpoint(accelerator, resume_path)
+        state = ckpt.load_checkpoint(resume_path, training_state)
         global_step = int(state["global_step"])
         LOGGER.info("resumed from %s at step %d", resume_path, global_step)
     last_checkpoint = resume_path
@@ -414,7 +433,12 @@ def train_fine(config: FineConfig, step_callback: Callable[[int], None] | None =
         if global_step % config.checkpointing_steps == 0 or global_step == config.max_train_steps:
             state = {"config": config.to_dict(), "loss": loss_sum}
             last_checkpoint = ckpt.save_checkpoint(
-                accelerator, output, global_step, state, config.checkpoints_total_limit
+                accelerator,
+                output,
+                global_step,
+                state,
+                training_state,
+                config.checkpoints_total_limit,
             )
         if valid_data is not None and (
             global_step % config.validation_steps == 0 or global_step == config.max_train_steps

@@ -1,4 +1,5 @@
-"""Checkpoints: accelerate state (models, optimizer, lr scheduler, EMA, RNG) plus trainer state.
+"""Checkpoints: trained weights, optimizer, lr scheduler and EMA (`generation.training.state`:
+safetensors + JSON, nothing pickled) plus the trainer state.
 
 Each checkpoint is written to a hidden temp folder and renamed into place, so a run killed while
 saving leaves the previous checkpoint intact; `checkpoints_total_limit` keeps the newest N.
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
+from generation.training.state import TrainingState, load_training_state, save_training_state
 from metadata.atomic import write_json
 
 PREFIX = "checkpoint-"
@@ -54,16 +56,18 @@ def save_checkpoint(
     output_dir: str | os.PathLike,
     step: int,
     trainer_state: dict,
+    training_state: TrainingState,
     total_limit: int | None = None,
 ) -> Path:
+    """The main process writes a staging folder and renames it into place; every rank waits
+    until the rename is done, so no rank reads or writes a half-made checkpoint."""
     final = Path(output_dir) / f"{PREFIX}{step}"
     staging = Path(output_dir) / f".{PREFIX}{step}.tmp"
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))
-    if accelerator.is_main_process:
+        save_training_state(staging, training_state)
         write_json(staging / STATE_FILE, dict(trainer_state, global_step=step))
         if final.exists():
             shutil.rmtree(final)
@@ -81,7 +85,8 @@ def prune_checkpoints(output_dir: str | os.PathLike, total_limit: int | None) ->
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(accelerator: Accelerator, path: Path) -> dict:
-    """Restore accelerate state and return the trainer state saved with it."""
-    accelerator.load_state(str(path))
+def load_checkpoint(path: Path, training_state: TrainingState) -> dict:
+    """Restore the training state in place (no pickle is read, whatever else lies in `path`)
+    and return the trainer state saved with it."""
+    load_training_state(path, training_state)
     return json.loads((path / STATE_FILE).read_text("utf-8"))

@@ -1,0 +1,160 @@
+"""Training state in safetensors + JSON only: nothing in a checkpoint can run code when resumed.
+
+accelerate's `save_state` pickles the EMA (`custom_checkpoint_*.pkl`), the RNG states
+(`random_states_*.pkl`) and the optimizer (`optimizer.bin`); loading those unpickles whatever a
+checkpoint holds. Here every tensor goes to a safetensors file and every other value to JSON.
+The RNG states are not needed: data order and noise are pure functions of (seed, step)
+(`generation.training.randomness`), so a resumed run draws exactly what the first one would.
+
+Only trainable parameters are saved (for LoRA: the adapters), since the frozen weights are
+rebuilt identically from the pretrained folder or the seeded tiny model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from metadata.atomic import write_json
+
+MODEL_FILE = "model-{name}.safetensors"
+OPTIMIZER_TENSORS = "optimizer.safetensors"
+EMA_TENSORS = "ema.safetensors"
+STATE_JSON = "training_state.json"
+
+
+class CheckpointStateError(ValueError):
+    """A checkpoint folder that does not hold the state this run needs."""
+
+
+@dataclass
+class TrainingState:
+    """What a resumed run restores: trained weights, optimizer, lr schedule, EMA, loss scaler."""
+
+    models: dict[str, torch.nn.Module]
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: object
+    ema: object | None = None
+    scaler: object | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def saved_entries(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The module's trainable parameters and its buffers (e.g. batch-norm running statistics)."""
+    entries = {name: p for name, p in module.named_parameters() if p.requires_grad}
+    entries.update(dict(module.named_buffers()))
+    return entries
+
+
+def split_tensors(entries: dict, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """{key: tensor or value} -> (tensors under 'prefix.key', the JSON-safe rest)."""
+    tensors, plain = {}, {}
+    for key, value in entries.items():
+        if torch.is_tensor(value):
+            tensors[f"{prefix}.{key}"] = value.detach().to("cpu", copy=True).contiguous()
+        else:
+            plain[key] = value
+    return tensors, plain
+
+
+def optimizer_to_files(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors: dict[str, torch.Tensor] = {}
+    plain_state = {}
+    for index, entry in state["state"].items():
+        entry_tensors, plain = split_tensors(entry, str(index))
+        tensors.update(entry_tensors)
+        plain_state[str(index)] = plain
+    return tensors, {"state": plain_state, "param_groups": state["param_groups"]}
+
+
+def optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict, current: dict) -> dict:
+    state: dict[int, dict] = {int(index): dict(plain) for index, plain in meta["state"].items()}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    groups = []
+    for saved, now in zip(meta["param_groups"], current["param_groups"]):
+        # JSON turns tuples (betas) into lists; give each value the type the optimizer uses.
+        groups.append(
+            {k: tuple(v) if isinstance(now.get(k), tuple) else v for k, v in saved.items()}
+        )
+    if len(groups) != len(current["param_groups"]):
+        raise CheckpointStateError(
+            f"optimizer has {len(current['param_groups'])} parameter groups, checkpoint "
+            f"{len(groups)}"
+        )
+    return {"state": state, "param_groups": groups}
+
+
+def save_training_state(folder: Path, state: TrainingState) -> None:
+    """Write the state into `folder` (the caller stages and renames it; main process only)."""
+    for name, module in state.models.items():
+        tensors = {
+            key: value.detach().to("cpu", copy=True).contiguous()
+            for key, value in saved_entries(module).items()
+        }
+        save_file(tensors, str(folder / MODEL_FILE.format(name=name)))
+    optimizer_tensors, optimizer_meta = optimizer_to_files(state.optimizer.state_dict())
+    save_file(optimizer_tensors, str(folder / OPTIMIZER_TENSORS))
+    meta: dict = {"optimizer": optimizer_meta, "lr_scheduler": state.lr_scheduler.state_dict()}
+    if state.ema is not None:
+        ema = state.ema.state_dict()
+        shadow = {f"shadow.{i}": p for i, p in enumerate(ema.pop("shadow_params"))}
+        save_file(split_tensors(shadow, "ema")[0], str(folder / EMA_TENSORS))
+        meta["ema"] = ema
+    if state.scaler is not None:
+        meta["scaler"] = state.scaler.state_dict()
+    meta.update(state.extra)
+    write_json(folder / STATE_JSON, meta)
+
+
+def load_training_state(folder: Path, state: TrainingState) -> dict:
+    """Restore `state` in place from safetensors/JSON; returns the JSON part. Never unpickles."""
+    meta_path = folder / STATE_JSON
+    if not meta_path.is_file():
+        raise CheckpointStateError(
+            f"{folder}: no {STATE_JSON}; a checkpoint from an older Tiger (pickled accelerate "
+            "state) is not loaded, since unpickling can run code. Restart from the last saved "
+            "model instead."
+        )
+    meta = json.loads(meta_path.read_text("utf-8"))
+    for name, module in state.models.items():
+        path = folder / MODEL_FILE.format(name=name)
+        if not path.is_file():
+            raise CheckpointStateError(f"{path}: missing (this run trains {name!r})")
+        saved = load_file(str(path))
+        entries = saved_entries(module)
+        if set(saved) != set(entries):
+            missing, extra = sorted(set(entries) - set(saved)), sorted(set(saved) - set(entries))
+            raise CheckpointStateError(
+                f"{path}: trained tensors differ (missing {missing[:3]}, extra {extra[:3]})"
+            )
+        with torch.no_grad():
+            for key, value in saved.items():
+                entries[key].copy_(value)
+    current = state.optimizer.state_dict()
+    optimizer_state = optimizer_from_files(
+        load_file(str(folder / OPTIMIZER_TENSORS)), meta["optimizer"], current
+    )
+    state.optimizer.load_state_dict(optimizer_state)
+    state.lr_scheduler.load_state_dict(meta["lr_scheduler"])
+    if state.ema is not None:
+        if "ema" not in meta:
+            raise CheckpointStateError(f"{folder}: this run uses EMA but the checkpoint has none")
+        tensors = load_file(str(folder / EMA_TENSORS))
+        before = state.ema.shadow_params
+        if len(tensors) != len(before):
+            raise CheckpointStateError(
+                f"{folder}: EMA holds {len(tensors)} tensors, run {len(before)}"
+            )
+        shadow = [
+            tensors[f"ema.shadow.{i}"].to(old.device, old.dtype) for i, old in enumerate(before)
+        ]
+        state.ema.load_state_dict({**meta["ema"], "shadow_params": shadow})
+    if state.scaler is not None and "scaler" in meta:
+        state.scaler.load_state_dict(meta["scaler"])
+    return meta
