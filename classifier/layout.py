@@ -10,6 +10,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from generation.inference.provenance import is_synthetic
+
 SPLITS = ("train", "valid", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLITS_FILE = "splits.json"
@@ -93,7 +95,14 @@ def read_split(croot: str | Path, subtype: str, split: str) -> list[ImageItem]:
         for path in sorted(class_dir.iterdir()):
             if path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
                 entry = records.get(path.stem, {})
-                origin = "synthetic" if entry.get("synthetic") else "real"
+                synthetic = bool(entry.get("synthetic")) or is_synthetic(path)
+                if synthetic and split != "train":
+                    raise SyntheticLeakError(
+                        path,
+                        f"synthetic image in {split}/ (splits.json or its tiger:provenance chunk "
+                        "says synthetic): only real images are validated or tested on",
+                    )
+                origin = "synthetic" if synthetic else "real"
                 case = str(entry.get("case_id") or path.stem)
                 items.append(ImageItem(path, label, split, origin, case))
     if not items:

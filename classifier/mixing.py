@@ -11,7 +11,13 @@ import json
 import random
 from pathlib import Path
 
-from classifier.layout import ImageItem, LayoutError, SyntheticLeakError, class_counts
+from classifier.layout import (
+    ImageItem,
+    LayoutError,
+    SyntheticLeakError,
+    class_counts,
+    split_records,
+)
 from metadata.vocabulary import BENIGN
 
 
@@ -34,8 +40,10 @@ def read_manifest(
     if not path.is_file():
         raise LayoutError(path, "synthetic manifest not found")
     protected = []
+    held_out: dict[str, str] = {}
     if croot:
         protected = [(Path(croot) / subtype / s).resolve() for s in ("valid", "test")]
+        held_out = held_out_cases(croot)
     items = []
     with open(path, encoding="utf-8") as handle:
         for line_no, text in enumerate(handle, start=1):
@@ -61,8 +69,44 @@ def read_manifest(
                 raise LayoutError(where, f"image {image} does not exist")
             if any(image.is_relative_to(folder) for folder in protected):
                 raise SyntheticLeakError(where, f"{image} lies in a real valid/test folder")
+            check_derived_from_train(row, held_out, where)
             items.append(ImageItem(image, label, "train", "synthetic", f"syn:{image.stem}"))
     return items
+
+
+def held_out_cases(croot: str | Path) -> dict[str, str]:
+    """Case id (and image stem) -> "valid"/"test" for every held-out real image of CROOT."""
+    held: dict[str, str] = {}
+    for stem, entry in split_records(croot).items():
+        split = entry.get("split")
+        if split in ("valid", "test"):
+            held[str(entry.get("case_id") or stem)] = split
+            held[f"image:{stem}"] = split
+    return held
+
+
+def check_derived_from_train(row: dict, held_out: dict[str, str], where: str) -> None:
+    """A synthetic image built from a valid/test case (its background, mask or reference)
+    would carry that patient into training: refused, naming the row and the case."""
+    if not held_out:
+        return
+    cases = [str(row.get("case_id") or ""), *(str(c) for c in row.get("source_cases") or [])]
+    for case in cases:
+        if case and case in held_out:
+            raise SyntheticLeakError(
+                where,
+                f"synthetic image {row.get('id', row['file_name'])!r} derives from case "
+                f"{case!r}, which is in {held_out[case]}/ (sources must be train cases)",
+            )
+    reference = row.get("reference")
+    if reference:
+        split = held_out.get(f"image:{Path(str(reference)).stem}")
+        if split:
+            raise SyntheticLeakError(
+                where,
+                f"synthetic image {row.get('id', row['file_name'])!r} uses reference "
+                f"{reference!r}, a {split}/ image (references must be train images)",
+            )
 
 
 def matched_counts(

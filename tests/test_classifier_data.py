@@ -105,9 +105,12 @@ def test_exporter_marked_synthetic_in_test_is_refused(tmp_path, croot):
     (copy / "splits.json").write_text(
         json.dumps({"assignments": {name: {"case_id": "x", "split": "test", "synthetic": True}}})
     )
-    layout = read_layout(copy, SUBTYPE)
+    with pytest.raises(SyntheticLeakError, match="synthetic image in test/"):
+        read_layout(copy, SUBTYPE)
+    # The guard every consumer of valid/test calls refuses such an item as well.
+    item = ImageItem(copy / SUBTYPE / "test" / "0" / name, 0, "test", "synthetic")
     with pytest.raises(SyntheticLeakError, match="synthetic image refused in test"):
-        assert_real_only(layout["test"], "test")
+        assert_real_only([item], "test")
 
 
 def test_manifest_labels_kept_and_errors(tmp_path, manifests):
@@ -217,3 +220,43 @@ def test_experiment_config_round_trip_and_unknown_keys(tmp_path):
     path.write_text(json.dumps({"train": {"epochz": 3}}))
     with pytest.raises(ValueError, match=r"config\.json: TrainConfig: unknown key"):
         load_experiment_config(path)
+
+
+def test_synthetic_png_copied_into_test_is_refused(tmp_path, manifests):
+    """Where a file lies is not enough: a PNG whose provenance chunk says synthetic is refused
+    in valid/test even when splits.json does not know it."""
+    from PIL import Image
+
+    from generation.inference.provenance import save_with_provenance
+
+    croot = build_toy_layout(tmp_path / "croot", SUBTYPE, size=24)
+    synthetic_png = next((manifests[0].parent / "images").glob("*.png"))
+    with Image.open(synthetic_png) as image:
+        save_with_provenance(
+            croot / SUBTYPE / "test" / "0" / "smuggled.png", image.copy(), {"id": "x"}
+        )
+    read_layout(croot, SUBTYPE, ("train",))  # train alone is unaffected
+    with pytest.raises(SyntheticLeakError, match=r"smuggled\.png.*synthetic image in test/"):
+        read_layout(croot, SUBTYPE)
+
+
+@pytest.mark.parametrize(
+    "derived",
+    [
+        {"case_id": "img_test_1_000"},
+        {"case_id": "img_train_1_000", "source_cases": ["img_train_1_000", "img_valid_0_002"]},
+        {"reference": "/elsewhere/init_image/img_test_0_001.png"},
+    ],
+)
+def test_synthetic_row_from_a_held_out_case_is_refused(tmp_path, croot, derived):
+    image = tmp_path / "images" / "syn.png"
+    image.parent.mkdir()
+    shutil.copy(next((croot / SUBTYPE / "train" / "1").iterdir()), image)
+    row = {"id": "div-FTC-000007", "file_name": "images/syn.png", "label": SUBTYPE, **derived}
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(json.dumps(row) + "\n")
+    with pytest.raises(SyntheticLeakError, match="div-FTC-000007"):
+        read_manifest(manifest, SUBTYPE, croot=croot)
+    clean = {**row, "case_id": "img_train_1_000", "source_cases": [], "reference": ""}
+    manifest.write_text(json.dumps(clean) + "\n")
+    assert len(read_manifest(manifest, SUBTYPE, croot=croot)) == 1

@@ -69,6 +69,7 @@ def request(fine_folder, dataset, out, mode="diversify", **overrides) -> Generat
         label="FTC",
         num_images=4,
         seed=3,
+        split=SplitConfig(),
         sampling=SamplingConfig(num_inference_steps=2, guidance_scale=2.0),
     )
     values.update(overrides)
@@ -179,13 +180,13 @@ def test_reference_mode_uses_train_split_cases(fine_folder, phantom_dataset, tmp
         assert reference.label == "FTC" and row["case_id"] == reference.case_id
         assert row["case_id"] in train_cases and row["strength"] == req.sampling.strength
     held_out = next(r for r in records if splits[r.file_name] != "train" and r.label == "FTC")
-    source = load_train_source(phantom_dataset)
+    source = load_train_source(phantom_dataset, split_config=SplitConfig())
     with pytest.raises(MetadataError, match="not a train-split image"):
         plan_reference(source, "FTC", 2, 0, AttributeConstraints(), [held_out.file_name])
 
 
 def test_mask_bank_honours_shape_and_size(phantom_dataset):
-    source = load_train_source(phantom_dataset)
+    source = load_train_source(phantom_dataset, split_config=SplitConfig())
     for kind in ("mixed", "procedural"):
         bank = MaskBank(source, 64, MaskBankConfig(source=kind))
         for seed, asked in enumerate(
@@ -239,7 +240,7 @@ def test_processes_share_jobs_without_overlap(phantom_dataset):
     from generation.inference.plan import plan_diversify
     from generation.inference.prompts import PromptConfig
 
-    source = load_train_source(phantom_dataset)
+    source = load_train_source(phantom_dataset, split_config=SplitConfig())
     jobs = plan_diversify(source, "FTC", 11, 0, AttributeConstraints(), PromptConfig())
     assert len({job.id for job in jobs}) == 11
     for world in (1, 2, 3, 4):
@@ -266,3 +267,20 @@ def test_evaluate_command_scores_a_generated_folder(fine_folder, phantom_dataset
     assert 0.0 <= report["memorization"]["fraction_flagged"] <= 1.0
     for scores in report["agreement"].values():
         assert scores["n"] <= 3 and 0.0 <= scores["agreement"] <= 1.0
+
+
+def test_sources_need_the_classifier_split(phantom_dataset, phantom_classifier_layout, tmp_path):
+    """No silent default seed: without a splits file (or a train-only subset) generation
+    refuses; with the classifier's splits.json every source is one of its train cases."""
+    from metadata.subset import write_split_subset
+
+    with pytest.raises(MetadataError, match="which cases may generation draw on"):
+        load_train_source(phantom_dataset)
+    splits_file = phantom_classifier_layout / "splits.json"
+    assignments = json.loads(splits_file.read_text())["assignments"]
+    source = load_train_source(phantom_dataset, splits_file)
+    assert source.records
+    assert {assignments[r.file_name]["split"] for r in source.records} == {"train"}
+    subset = write_split_subset(phantom_dataset, splits_file, tmp_path / "train_only")
+    from_subset = load_train_source(subset)
+    assert {r.file_name for r in from_subset.records} == {r.file_name for r in source.records}

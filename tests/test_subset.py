@@ -29,6 +29,6 @@ def test_subset_refuses_a_foreign_splits_file(phantom_dataset, tmp_path):
     foreign.write_text(
         json.dumps({"assignments": {"nope.png": {"case_id": "x", "split": "train"}}})
     )
-    with pytest.raises(MetadataError, match="keeps none"):
+    with pytest.raises(MetadataError, match="names none of the images"):
         write_split_subset(phantom_dataset, foreign, tmp_path / "out", include_unassigned=False)
     assert not (tmp_path / "out").exists()

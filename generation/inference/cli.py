@@ -38,7 +38,6 @@ from generation.inference.plan import BRANCH_CHOICES
 from generation.inference.prompts import STRATEGIES, SUPPORT_SCOPES, PromptConfig
 from generation.inference.runner import GenerationRequest, run_generation
 from metadata.records import MetadataError
-from metadata.splits import SplitConfig
 
 
 def common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,8 +47,12 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label", required=True, help="subtype to generate, e.g. FTC or MTC")
     parser.add_argument("--num-images", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--splits", default=None, help="classifier splits.json (train only)")
-    parser.add_argument("--split-seed", type=int, default=0, help="without --splits")
+    parser.add_argument(
+        "--splits",
+        default=None,
+        help="classifier splits.json: sources come from its train cases only (required unless "
+        "--dataset is a train-only subset from `metadata.cli subset`)",
+    )
     parser.add_argument("--fix", nargs="*", default=[], metavar="NAME=VALUE[,VALUE]")
     parser.add_argument("--mask-source", choices=MASK_SOURCES, default="mixed")
     parser.add_argument("--max-rotation", type=float, default=20.0, help="mask bank, degrees")
@@ -97,7 +100,6 @@ def build_parser() -> argparse.ArgumentParser:
     control.add_argument("--gen", required=True, help="a generated folder (manifest.jsonl)")
     control.add_argument("--dataset", required=True, help="the real dataset it drew on")
     control.add_argument("--splits", default=None, help="classifier splits.json (train/valid)")
-    control.add_argument("--split-seed", type=int, default=0, help="without --splits")
     control.add_argument("--epochs", type=int, default=ControlConfig.epochs)
     control.add_argument("--image-size", type=int, default=ControlConfig.image_size)
     control.add_argument("--seed", type=int, default=ControlConfig.seed)
@@ -121,9 +123,7 @@ def control_command(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise GenerationError(str(error)) from None
     report_file = args.report or str(Path(args.gen) / "control.json")
-    report = measure_control(
-        args.gen, args.dataset, args.splits, SplitConfig(seed=args.split_seed), config, report_file
-    )
+    report = measure_control(args.gen, args.dataset, args.splits, None, config, report_file)
     keys = ("fg_iou", "fg_iou_shuffled_masks", "segmenter_real_held_out_iou", "bg")
     print(json.dumps({k: report[k] for k in keys}, indent=1))
     print(f"full report: {report_file}")
@@ -171,7 +171,6 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
         num_images=args.num_images,
         seed=args.seed,
         splits_file=args.splits,
-        split=SplitConfig(seed=args.split_seed),
         constraints=constraints,
         masks=MaskBankConfig(source=args.mask_source, max_rotation_deg=args.max_rotation),
         sampling=sampling,

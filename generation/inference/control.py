@@ -36,12 +36,11 @@ from torch import nn
 from generation.inference.evaluate import read_rows
 from generation.inference.masks import load_mask
 from generation.inference.memorization import load_grey
-from generation.inference.sources import read_splits_file
+from generation.inference.sources import labelled_splits
 from metadata.atomic import write_json
 from metadata.background import measure_background
-from metadata.records import MetadataError, MetadataRecord, metadata_path, read_metadata, resolve
-from metadata.splits import SplitConfig, assign_records
-from metadata.vocabulary import UNLABELLED
+from metadata.records import MetadataError, MetadataRecord, resolve
+from metadata.splits import SplitConfig
 
 BOOTSTRAP_ROUNDS = 2000
 LEADING_NUMBER = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)")
@@ -225,14 +224,7 @@ def real_train_valid(
     split: SplitConfig | None = None,
 ) -> tuple[Path, list[MetadataRecord], list[MetadataRecord]]:
     """(meta_file, train, valid) real labelled records; case-level, as generation split them."""
-    meta_file = metadata_path(dataset)
-    records = [
-        r for r in read_metadata(meta_file) if not r.synthetic and r.label and r.label != UNLABELLED
-    ]
-    if splits_file:
-        splits = read_splits_file(splits_file)
-    else:
-        splits = assign_records(records, split or SplitConfig())
+    meta_file, records, splits, _ = labelled_splits(dataset, splits_file, split)
     train = [r for r in records if splits.get(r.file_name) == "train"]
     valid = [r for r in records if splits.get(r.file_name) == "valid"]
     if not train or not valid:

@@ -44,7 +44,7 @@ class GenerationRequest:
     num_images: int = 100
     seed: int = 0
     splits_file: str | None = None
-    split: SplitConfig = field(default_factory=SplitConfig)
+    split: SplitConfig | None = None  # Python API only: an explicit split instead of splits_file
     constraints: AttributeConstraints = field(default_factory=AttributeConstraints)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     masks: MaskBankConfig = field(default_factory=MaskBankConfig)
@@ -73,7 +73,7 @@ class GenerationRequest:
         options = {
             "dataset": str(Path(self.dataset).resolve()),
             "splits_file": self.splits_file,
-            "split": asdict(self.split),
+            "split": asdict(self.split) if self.split else None,
             "constraints": self.constraints.to_dict(),
             "masks": asdict(self.masks),
         }

@@ -1,9 +1,8 @@
 """The real images generation may draw on: the train split of a dataset, never valid or test.
 
-The split is the classifier's own `splits.json` when given, otherwise the same case-level split
-the classifier exporter computes (`metadata.splits.assign_records` over the labelled records,
-default fractions and seed), so a reference, mask or background never comes from a case the
-classifier is validated or tested on.
+The split is the classifier's own `splits.json` (or, for a train-only subset dataset, every
+record), so a reference, mask or background never comes from a case the classifier is validated
+or tested on. There is no default seed: see `labelled_splits`.
 """
 
 from __future__ import annotations
@@ -13,8 +12,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from metadata.records import MetadataError, MetadataRecord, metadata_path, read_metadata, resolve
+from metadata.records import MetadataError, MetadataRecord, resolve
 from metadata.splits import SplitConfig, assign_records
+from metadata.subset import is_train_only
+from metadata.validate import read_dataset
 from metadata.vocabulary import UNLABELLED
 
 
@@ -51,29 +52,51 @@ def read_splits_file(path: str | os.PathLike) -> dict[str, str]:
         raise MetadataError(file, f"not a classifier splits.json ({error!r})") from None
 
 
+def labelled_splits(
+    dataset: str | os.PathLike,
+    splits_file: str | os.PathLike | None = None,
+    split_config: SplitConfig | None = None,
+) -> tuple[Path, list[MetadataRecord], dict[str, str], str]:
+    """(meta_file, real labelled records, file_name -> split, where the split came from).
+
+    The split is the classifier's splits.json, an explicit SplitConfig (Python API), or, for a
+    train-only subset (`metadata.cli subset`), train for every record. Never a silent default:
+    a default seed would disagree with an export made with another one and draw valid/test
+    cases as "train" sources."""
+    meta_file, checked = read_dataset(dataset)
+    records = [r for r in checked if not r.synthetic and r.label and r.label != UNLABELLED]
+    if not records:
+        raise MetadataError(meta_file, "no labelled real records to draw on")
+    if splits_file:
+        splits = read_splits_file(splits_file)
+        if not any(r.file_name in splits for r in records):
+            raise MetadataError(
+                Path(splits_file), f"names none of the images of {meta_file}: wrong splits.json?"
+            )
+        origin = str(Path(splits_file).resolve())
+    elif split_config is not None:
+        splits = assign_records(records, split_config)
+        origin = f"metadata.splits.assign_records({split_config!r})"
+    elif is_train_only(meta_file):
+        splits = {r.file_name: "train" for r in records}
+        origin = f"train-only subset {meta_file}"
+    else:
+        raise MetadataError(
+            meta_file,
+            "which cases may generation draw on? Pass --splits CROOT/splits.json (the "
+            "classifier's split, from `metadata.cli export-classifier`), or a train-only "
+            "dataset (`metadata.cli subset`)",
+        )
+    return meta_file, records, splits, origin
+
+
 def load_train_source(
     dataset: str | os.PathLike,
     splits_file: str | os.PathLike | None = None,
     split_config: SplitConfig | None = None,
 ) -> TrainSource:
     """Real, labelled records of the train split (unlabelled ones are never in a split)."""
-    meta_file = metadata_path(dataset)
-    records = [
-        r for r in read_metadata(meta_file) if not r.synthetic and r.label and r.label != UNLABELLED
-    ]
-    if not records:
-        raise MetadataError(meta_file, "no labelled real records to draw on")
-    if splits_file:
-        splits = read_splits_file(splits_file)
-        known = [r for r in records if r.file_name in splits]
-        if not known:
-            raise MetadataError(
-                Path(splits_file), f"names none of the images of {meta_file}: wrong splits.json?"
-            )
-        origin = str(Path(splits_file).resolve())
-    else:
-        splits = assign_records(records, split_config or SplitConfig())
-        origin = f"metadata.splits.assign_records({split_config or SplitConfig()!r})"
+    meta_file, records, splits, origin = labelled_splits(dataset, splits_file, split_config)
     train = [r for r in records if splits.get(r.file_name) == "train"]
     if not train:
         raise MetadataError(meta_file, "the train split is empty")
