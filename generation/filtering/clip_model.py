@@ -13,11 +13,10 @@ import os
 from pathlib import Path
 
 import open_clip
-import torch
 from open_clip.tokenizer import SimpleTokenizer
 from safetensors.torch import save_file
 
-from metadata.atomic import atomic_open, staging_dir, write_json
+from metadata.atomic import staging_dir, write_json
 
 MODEL_NAME = "tiger-clip"
 CONFIG_FILE = "open_clip_config.json"
@@ -70,8 +69,3 @@ def load_model(folder: str | os.PathLike, device: str = "cpu"):
 
 def read_model_cfg(folder: str | os.PathLike) -> dict:
     return json.loads((Path(folder) / CONFIG_FILE).read_text())["model_cfg"]
-
-
-def save_torch(path: Path, payload: dict) -> None:
-    with atomic_open(path, "wb") as handle:
-        torch.save(payload, handle)

@@ -24,17 +24,24 @@ from generation.filtering.clip_model import (
     build_model,
     read_model_cfg,
     save_model,
-    save_torch,
     tokenizer_for,
 )
 from generation.filtering.clip_params import ClipConfig
 from generation.filtering.clip_select import HeldOutScorer
 from generation.filtering.splits import split_by_case
-from metadata.atomic import write_json
+from generation.training.state import (
+    STATE_JSON,
+    TrainingState,
+    load_training_state,
+    load_weights,
+    save_training_state,
+    save_weights,
+)
+from metadata.atomic import staging_dir, write_json
 from metadata.validate import read_dataset
 
-STATE_FILE = "train_state.pt"
-BEST_FILE = "best_weights.pt"
+STATE_DIR = "train_state"  # safetensors + JSON (generation.training.state); nothing pickled
+BEST_FILE = "best_weights.safetensors"
 SELECTION_FILE = "selection.json"
 
 
@@ -110,7 +117,8 @@ def train_clip(dataset: str | Path, out_dir: str | Path, config: ClipConfig) -> 
     scaler = torch.amp.GradScaler(enabled=config.precision == "amp_fp16")
     steps_per_epoch = math.ceil(len(data) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    start_epoch, best = resume(out / STATE_FILE, model, optimizer, scaler, device)
+    training = TrainingState({"model": model}, optimizer, scaler=scaler)
+    start_epoch, best = resume(out / STATE_DIR, training)
     held_scorer = HeldOutScorer(*record_pairs(held, meta_file), model.visual.image_size, tokenizer)
     select = config.select_best and held_scorer.usable
     log_path = out / "train_log.jsonl"
@@ -145,21 +153,14 @@ def train_clip(dataset: str | Path, out_dir: str | Path, config: ClipConfig) -> 
             entry["held_out_retrieval_auc"] = held_scorer(model)
             if best is None or entry["held_out_retrieval_auc"] > best["held_out_retrieval_auc"]:
                 best = {"epoch": epoch, "held_out_retrieval_auc": entry["held_out_retrieval_auc"]}
-                save_torch(out / BEST_FILE, {"model": model.state_dict(), **best})
-        save_torch(
-            out / STATE_FILE,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "epoch": epoch,
-                "best": best,
-            },
-        )
+                save_weights(out / BEST_FILE, model)
+        training.extra = {"epoch": epoch, "best": best}
+        with staging_dir(out / STATE_DIR) as staging:
+            save_training_state(staging, training)
         with open(log_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
     if select and best is not None:
-        model.load_state_dict(torch.load(out / BEST_FILE, map_location=device)["model"])
+        load_weights(out / BEST_FILE, model)
     write_json(
         out / SELECTION_FILE,
         {
@@ -173,12 +174,9 @@ def train_clip(dataset: str | Path, out_dir: str | Path, config: ClipConfig) -> 
     return save_model(model, model_cfg, out / "model")
 
 
-def resume(state_path: Path, model, optimizer, scaler, device) -> tuple[int, dict | None]:
+def resume(state_dir: Path, training: TrainingState) -> tuple[int, dict | None]:
     """(next epoch, best-so-far selection record) from a saved state, or a fresh start."""
-    if not state_path.is_file():
+    if not (state_dir / STATE_JSON).is_file():
         return 0, None
-    state = torch.load(state_path, map_location=device)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scaler.load_state_dict(state["scaler"])
+    state = load_training_state(state_dir, training)
     return int(state["epoch"]) + 1, state.get("best")

@@ -15,9 +15,17 @@ import torch.nn.functional as F
 
 from generation.filtering.moso_params import MosoConfig
 from generation.filtering.moso_surrogate import SurrogateCNN
-from metadata.atomic import atomic_open, write_json
+from generation.training.state import (
+    STATE_JSON,
+    TrainingState,
+    load_training_state,
+    load_weights,
+    save_training_state,
+    save_weights,
+)
+from metadata.atomic import staging_dir, write_json
 
-STATE_FILE = "train_state.pt"
+STATE_DIR = "train_state"  # safetensors + JSON (generation.training.state); nothing pickled
 INDEX_FILE = "checkpoints.json"
 
 
@@ -28,18 +36,13 @@ class SurrogateCheckpoint:
     lr: float
 
 
-def save_torch(path: Path, payload: dict) -> None:
-    with atomic_open(path, "wb") as handle:
-        torch.save(payload, handle)
-
-
 def build_surrogate(num_classes: int, config: MosoConfig) -> SurrogateCNN:
     return SurrogateCNN(num_classes=num_classes, width=config.width)
 
 
 def load_surrogate(checkpoint: SurrogateCheckpoint, num_classes: int, config: MosoConfig):
     model = build_surrogate(num_classes, config)
-    model.load_state_dict(torch.load(checkpoint.path, map_location="cpu")["model"])
+    load_weights(checkpoint.path, model)
     return model.to(config.device).eval()
 
 
@@ -67,12 +70,10 @@ def train_surrogate(
     )
     checkpoints: list[SurrogateCheckpoint] = []
     start = 0
-    state_path = out_dir / STATE_FILE
-    if state_path.is_file():
-        state = torch.load(state_path, map_location=config.device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+    state_dir = out_dir / STATE_DIR
+    training = TrainingState({"model": model}, optimizer, scheduler)
+    if (state_dir / STATE_JSON).is_file():
+        state = load_training_state(state_dir, training)
         start = state["epoch"] + 1
         checkpoints = [
             SurrogateCheckpoint(out_dir / c["file"], c["epoch"], c["lr"]) for c in state["index"]
@@ -80,21 +81,14 @@ def train_surrogate(
     for epoch in range(start, config.epochs):
         lr = optimizer.param_groups[0]["lr"]
         run_epoch(model, optimizer, images, labels, config, seed * 100_003 + epoch)
-        file = f"epoch_{epoch:03d}.pt"
-        save_torch(out_dir / file, {"model": model.state_dict(), "epoch": epoch, "lr": lr})
+        file = f"epoch_{epoch:03d}.safetensors"
+        save_weights(out_dir / file, model)
         checkpoints.append(SurrogateCheckpoint(out_dir / file, epoch, lr))
         scheduler.step()
         index = [{"file": c.path.name, "epoch": c.epoch, "lr": c.lr} for c in checkpoints]
-        save_torch(
-            state_path,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "epoch": epoch,
-                "index": index,
-            },
-        )
+        training.extra = {"epoch": epoch, "index": index}
+        with staging_dir(state_dir) as staging:
+            save_training_state(staging, training)
         write_json(out_dir / INDEX_FILE, index)
     return checkpoints
 

@@ -154,9 +154,16 @@ class TigerFinePipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(
-        cls, folder: str | os.PathLike, torch_dtype: torch.dtype | None = None, **_ignored
+        cls,
+        folder: str | os.PathLike,
+        torch_dtype: torch.dtype | None = None,
+        local_files_only: bool = True,
+        **_ignored,
     ) -> TigerFinePipeline:
-        """Load a fine-stage folder: branches + fusion, and the coarse SD folder it points to."""
+        """Load a fine-stage folder: branches + fusion, and the coarse SD folder it points to.
+        Always from disk: `local_files_only=False` is refused (no hub at run time)."""
+        if not local_files_only:
+            raise ValueError("TigerFinePipeline loads local folders only (no hub at run time)")
         path = validate_fine_folder(folder)
         info = read_model_info(path)
         coarse = coarse_folder(path, info)

@@ -37,6 +37,7 @@ from generation.inference.evaluate import read_rows
 from generation.inference.masks import load_mask
 from generation.inference.memorization import load_grey
 from generation.inference.sources import labelled_splits
+from generation.training.state import load_weights, save_weights
 from metadata.atomic import write_json
 from metadata.background import measure_background
 from metadata.records import MetadataError, MetadataRecord, resolve
@@ -184,10 +185,10 @@ class NoduleSegmenter:
         return np.stack([largest_component(m) for m in np.concatenate(found)])
 
     def save(self, path: str | os.PathLike) -> None:
-        torch.save(self.net.state_dict(), path)
+        save_weights(Path(path), self.net)
 
     def load(self, path: str | os.PathLike) -> NoduleSegmenter:
-        self.net.load_state_dict(torch.load(path, weights_only=True))
+        load_weights(Path(path), self.net)
         self.net.eval()
         return self
 

@@ -142,7 +142,7 @@ def load_generator(model: str | os.PathLike, sampling: SamplingConfig, runtime: 
     if device.type == "cpu" and runtime.cpu_threads:
         torch.set_num_threads(runtime.cpu_threads)
     configure_tf32(runtime.allow_tf32)
-    pipe = TigerFinePipeline.from_pretrained(model, torch_dtype=dtype)
+    pipe = TigerFinePipeline.from_pretrained(model, torch_dtype=dtype, local_files_only=True)
     pipe.use_scheduler(sampling.scheduler)
     pipe.to(device)
     if dtype == torch.float16 and pipe.vae.config.get("force_upcast", False):

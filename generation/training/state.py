@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 
-from metadata.atomic import write_json
+from metadata.atomic import atomic_open, write_json
 
 MODEL_FILE = "model-{name}.safetensors"
 OPTIMIZER_TENSORS = "optimizer.safetensors"
@@ -37,7 +37,7 @@ class TrainingState:
 
     models: dict[str, torch.nn.Module]
     optimizer: torch.optim.Optimizer
-    lr_scheduler: object
+    lr_scheduler: object | None = None
     ema: object | None = None
     scaler: object | None = None
     extra: dict = field(default_factory=dict)
@@ -48,6 +48,19 @@ def saved_entries(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     entries = {name: p for name, p in module.named_parameters() if p.requires_grad}
     entries.update(dict(module.named_buffers()))
     return entries
+
+
+def save_weights(path: Path, module: torch.nn.Module) -> None:
+    """A module's whole state_dict as one safetensors file, written atomically."""
+    tensors = {
+        k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()
+    }
+    with atomic_open(path, "wb") as handle:
+        handle.write(save(tensors))
+
+
+def load_weights(path: Path, module: torch.nn.Module) -> None:
+    module.load_state_dict(load_file(str(path)))
 
 
 def split_tensors(entries: dict, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
@@ -100,7 +113,9 @@ def save_training_state(folder: Path, state: TrainingState) -> None:
         save_file(tensors, str(folder / MODEL_FILE.format(name=name)))
     optimizer_tensors, optimizer_meta = optimizer_to_files(state.optimizer.state_dict())
     save_file(optimizer_tensors, str(folder / OPTIMIZER_TENSORS))
-    meta: dict = {"optimizer": optimizer_meta, "lr_scheduler": state.lr_scheduler.state_dict()}
+    meta: dict = {"optimizer": optimizer_meta}
+    if state.lr_scheduler is not None:
+        meta["lr_scheduler"] = state.lr_scheduler.state_dict()
     if state.ema is not None:
         ema = state.ema.state_dict()
         shadow = {f"shadow.{i}": p for i, p in enumerate(ema.pop("shadow_params"))}
@@ -141,7 +156,8 @@ def load_training_state(folder: Path, state: TrainingState) -> dict:
         load_file(str(folder / OPTIMIZER_TENSORS)), meta["optimizer"], current
     )
     state.optimizer.load_state_dict(optimizer_state)
-    state.lr_scheduler.load_state_dict(meta["lr_scheduler"])
+    if state.lr_scheduler is not None:
+        state.lr_scheduler.load_state_dict(meta["lr_scheduler"])
     if state.ema is not None:
         if "ema" not in meta:
             raise CheckpointStateError(f"{folder}: this run uses EMA but the checkpoint has none")
