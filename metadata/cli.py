@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -129,6 +130,18 @@ def run(args: argparse.Namespace) -> str:
     raise ValueError(f"unknown command {args.command}")
 
 
+def skip_report(dataset: Path) -> list[str]:
+    """One line per input an importer left out under --skip-bad (from ROOT/skipped.json)."""
+    from metadata.builder import SKIP_REPORT
+
+    path = dataset / SKIP_REPORT
+    if not path.is_file():
+        return []
+    skipped = json.loads(path.read_text("utf-8")).get("skipped", [])
+    lines = [f"skipped {s.get('where')}: {s.get('problem')}" for s in skipped]
+    return lines + ([f"{len(skipped)} input(s) skipped; list in {path}"] if skipped else [])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     enforce_offline()
@@ -138,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     except (MetadataError, ValueError) as error:
         print(f"tiger-metadata {args.command}: error: {error}", file=sys.stderr)
         return 2
+    if getattr(args, "skip_bad", False) and args.command in ("ddti", "generic", "tiger"):
+        for line in skip_report(Path(args.out)):
+            print(line, file=sys.stderr)
     print(result)
     print(f"done in {time.perf_counter() - started:.1f}s", file=sys.stderr)
     return 0

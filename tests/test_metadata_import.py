@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from metadata.builder import Sample, build_dataset
 from metadata.importers.ddti import import_ddti
 from metadata.importers.generic import import_generic
 from metadata.importers.tiger import import_tiger_folder
-from metadata.records import read_metadata
+from metadata.records import MetadataError, read_metadata
 from metadata.vocabulary import NoduleAttributes, compose_text_nd, measure_mask
 
 
@@ -186,9 +187,12 @@ def test_tiger_style_folder_with_legacy_keys(phantom_dataset, tmp_path, text_bg)
     first = records[0]
     assert first.label == rows[0]["label"]
     parts = first.text_bg.split(", ")
-    assert len(parts) == 6 and parts[3] in ("bright", "dark")
-    if text_bg[0].isdigit():
+    assert [float(p) for p in parts[:3]] == first.bg_stats
+    if text_bg[0].isdigit():  # numbers only: ours three words follow the given numbers
         assert parts[:3] == ["145.819221", "51.008308", "2.096069"]
+        assert len(parts) == 6 and parts[3] in ("bright", "dark")
+    else:  # the user's words are kept, measured numbers in front
+        assert parts[3:] == ["dark", "low contrast"]
 
 
 def test_measure_mask_refuses_empty():
@@ -209,3 +213,75 @@ def test_huggingface_imagefolder_reads_the_dataset(phantom_dataset, tmp_path, mo
     assert len(data) == 48
     assert {"image", "condition_FG", "condition_BG", "text_nd", "text_bg"} <= set(data.column_names)
     assert data[0]["image"].size == (64, 64)
+
+
+def authors_sample(phantom_dataset: Path, parent: Path) -> Path:
+    """A folder shaped like the Tiger authors' sample: metadata under `training data/
+    init_image/`, condition paths relative to the folder above the dataset, their own words,
+    a `.pngg` typo and a `.jpg` name for a `.png` mask."""
+    source = read_metadata(phantom_dataset)[:7]
+    root = parent / "training data"
+    for folder in ("init_image", "condition_FG", "condition_BG"):
+        (root / folder).mkdir(parents=True)
+    texts = [
+        "malignant, papillary nodule, irregular, solid, heterogeneous, hypoechoic, large",
+        "papillary nodule, irregular, solid, unclear, wider-than-tall",
+        "malignant, medullary nodule,",
+        "papillary",
+        "follicular",
+        "follicular",
+        "papillary",
+    ]
+    rows = []
+    for index, (record, text_nd) in enumerate(zip(source, texts)):
+        stem = f"frame{index}"
+        image_name = f"{stem}.jpg" if index == 2 else f"{stem}.png"
+        with Image.open(phantom_dataset / "init_image" / record.file_name) as image:
+            image.convert("RGB").save(root / "init_image" / image_name)
+        for key, folder in (("condition_FG", "condition_FG"), ("condition_BG", "condition_BG")):
+            shutil.copy(
+                (phantom_dataset / "init_image" / getattr(record, key)).resolve(),
+                root / folder / f"{stem}.png",
+            )
+        fg_name = f"{stem}.jpg" if index == 2 else f"{stem}.png"
+        bg_name = f"{stem}.pngg" if index == 1 else f"{stem}.png"
+        rows.append(
+            {
+                "file_name": image_name,
+                "condition_nd": f"training data/condition_FG/{fg_name}",
+                "condition_bg": f"training data/condition_BG/{bg_name}",
+                "text_nd": text_nd,
+                "text_bg": "sonogram longitudinal plane, less definition, less detail, bright",
+            }
+        )
+    (root / "init_image" / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_authors_sample_folder_imports(phantom_dataset, tmp_path, capsys):
+    from metadata.cli import main as metadata_main
+    from metadata.validate import validate_dataset
+
+    source = authors_sample(phantom_dataset, tmp_path / "dataset")
+    with pytest.raises(MetadataError, match=r"metadata\.jsonl:2: condition_BG .*frame1\.pngg"):
+        import_tiger_folder(source, tmp_path / "strict")
+    out = tmp_path / "imported"
+    assert metadata_main(["tiger", "--src", str(source), "--out", str(out), "--skip-bad"]) == 0
+    report = capsys.readouterr().err
+    assert "metadata.jsonl:2:" in report and "other extension: condition_BG/frame1.png" in report
+    assert "metadata.jsonl:3:" in report and "other extension: condition_FG/frame2.png" in report
+    assert "2 input(s) skipped" in report
+    records = read_metadata(out)
+    assert [r.label for r in records] == ["PTC", "PTC", "FTC", "FTC", "PTC"]
+    assert records[0].text_nd.startswith("malignant, papillary nodule, irregular")
+    parts = records[0].text_bg.split(", ")
+    assert [float(p) for p in parts[:3]] == records[0].bg_stats
+    assert parts[3:] == ["sonogram longitudinal plane", "less definition", "less detail", "bright"]
+    validate_dataset(out)  # the authors' words are declared in the dataset's vocabulary
+    meta = out / "init_image" / "metadata.jsonl"
+    lines = meta.read_text().splitlines()
+    row = json.loads(lines[0])
+    row["text_nd"] += ", glowng"
+    meta.write_text("\n".join([json.dumps(row), *lines[1:]]) + "\n")
+    with pytest.raises(MetadataError, match=r"metadata\.jsonl:1: .*\['glowng'\]"):
+        validate_dataset(out)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metadata.atomic import write_json, write_text
+from metadata.cli import skip_report
 from scripts.pipeline.config import PipelineConfig
 from scripts.pipeline.monitor import run_monitored
 from scripts.pipeline.stage_cache import (
@@ -142,6 +143,8 @@ class PipelineRunner:
         self.known_stages = data_stages(self.config, self.layout)
         for stage in self.known_stages:
             self.outcomes.append(self.run_stage(stage))
+        for line in skip_report(self.layout.dataset):
+            self.log(f"[tiger] data: {line}")
         subtypes = self.subtypes()
         splits = json.loads(self.layout.splits.read_text())
         labels = augment_labels(splits, subtypes, self.config.generation.augment)
