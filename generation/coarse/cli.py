@@ -11,6 +11,9 @@ import sys
 
 from generation.coarse.config import PROFILES, CoarseConfig, CoarseConfigError
 from generation.training import options
+from generation.training.launch import LaunchError, is_main_process, relaunch_cpu_workers
+from generation.training.state import CheckpointStateError
+from metadata.records import MetadataError
 
 
 def build_parser():
@@ -28,15 +31,18 @@ def config_from_args(argv: list[str] | None = None) -> CoarseConfig:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    arguments = sys.argv[1:] if argv is None else argv
     try:
-        config = config_from_args(argv)
-    except CoarseConfigError as error:
+        config = config_from_args(arguments)
+        relaunch_cpu_workers("generation.coarse.cli", arguments)
+        from generation.coarse.train import train_coarse
+
+        output = train_coarse(config)
+    except (CoarseConfigError, MetadataError, CheckpointStateError, LaunchError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from generation.coarse.train import train_coarse
-
-    output = train_coarse(config)
-    print(f"pipeline saved to {output}")
+    if is_main_process():
+        print(f"pipeline saved to {output}")
     return 0
 
 

@@ -435,6 +435,7 @@ def train_coarse(config: CoarseConfig, step_callback: Callable[[int], None] | No
                 "tiny_config": tiny.to_dict() if tiny else None,
                 "attention": attention,
                 "prediction_type": components.prediction_type,
+                "num_processes": accelerator.num_processes,
                 "num_images": len(dataset),
                 "num_unique_prompts": len(unique_prompts) - 1,
                 "longest_prompt_tokens": longest,

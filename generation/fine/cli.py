@@ -11,6 +11,9 @@ import sys
 
 from generation.fine.config import PROFILES, FineConfig, FineConfigError
 from generation.training import options
+from generation.training.launch import LaunchError, is_main_process, relaunch_cpu_workers
+from generation.training.state import CheckpointStateError
+from metadata.records import MetadataError
 
 
 def build_parser():
@@ -28,15 +31,18 @@ def config_from_args(argv: list[str] | None = None) -> FineConfig:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    arguments = sys.argv[1:] if argv is None else argv
     try:
-        config = config_from_args(argv)
-    except FineConfigError as error:
+        config = config_from_args(arguments)
+        relaunch_cpu_workers("generation.fine.cli", arguments)
+        from generation.fine.train import train_fine
+
+        output = train_fine(config)
+    except (FineConfigError, MetadataError, CheckpointStateError, LaunchError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from generation.fine.train import train_fine
-
-    output = train_fine(config)
-    print(f"fine-stage model saved to {output}")
+    if is_main_process():
+        print(f"fine-stage model saved to {output}")
     return 0
 
 

@@ -367,6 +367,7 @@ def train_fine(config: FineConfig, step_callback: Callable[[int], None] | None =
                 "prompt_background": prompt_background,
                 "attention": attention,
                 "prediction_type": components.prediction_type,
+                "num_processes": accelerator.num_processes,
                 "num_train_items": len(dataset),
                 "num_unique_texts": int(texts.hidden.shape[0]) - 1,
                 "trained_parameters": sum(p.numel() for p in trained_params),

@@ -10,6 +10,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
 
+from generation.training.launch import check_process_group
+
 LOGGER = logging.getLogger(__name__)
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
@@ -30,13 +32,15 @@ def build_accelerator(
     project = ProjectConfiguration(
         project_dir=str(output_dir), logging_dir=str(Path(output_dir) / "logs")
     )
-    return Accelerator(
+    accelerator = Accelerator(
         mixed_precision=mixed_precision,
         gradient_accumulation_steps=gradient_accumulation_steps,
         log_with=log_with,
         project_config=project,
         cpu=cpu,
     )
+    check_process_group(accelerator.num_processes, torch.cuda.is_available())
+    return accelerator
 
 
 def weight_dtype(accelerator: Accelerator) -> torch.dtype:

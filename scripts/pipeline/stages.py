@@ -192,7 +192,7 @@ def diffusion_stages(config: PipelineConfig, layout: Layout) -> list[Stage]:
         "latest",
         *flags(coarse),
     )
-    fine = thread_option(config, {"train_split": "all", **config.fine}, "cpu_threads")
+    fine = thread_option(config, dict(config.fine), "cpu_threads")
     fine_cmd = training_module(
         config,
         "generation.fine.cli",
