@@ -12,12 +12,15 @@
 # two), PROFILE=toy is a seconds-long smoke run. RESOLUTION=N overrides the profile's resolution.
 #   DEVICE=cpu PROFILE=quick scripts/Tiger-Coarse.sh DATASET_ROOT OUTPUT_DIR [extra flags]
 #
+# Cases: SPLITS=CROOT/splits.json (from `metadata.cli export-classifier`) trains on its train
+# cases only; without it DATASET_ROOT must be a train-only subset (`metadata.cli subset`), or
+# pass --all_cases true to train on every case (valid/test patients then reach the generator).
 # Re-running the same command resumes from the newest checkpoint in OUTPUT_DIR.
 # Output: OUTPUT_DIR is a diffusers pipeline folder (StableDiffusionPipeline.from_pretrained).
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
-  sed -n '2,16p' "$0" >&2
+  sed -n '2,19p' "$0" >&2
   exit 2
 fi
 DATA="$1"
@@ -31,6 +34,7 @@ if [[ "${DEVICE:-gpu}" == "cpu" ]]; then
     --profile "${PROFILE:-quick}" \
     --train_data_dir "$DATA" \
     --output_dir "$OUT" \
+    ${SPLITS:+--splits_file "$SPLITS"} \
     ${RESOLUTION:+--resolution "$RESOLUTION"} \
     --cpu_threads "${CPU_THREADS:-1}" \
     --resume_from_checkpoint latest \
@@ -47,6 +51,7 @@ exec accelerate launch -m generation.coarse.cli \
   --pretrained_model_name_or_path "$MODEL" \
   --train_data_dir "$DATA" \
   --output_dir "$OUT" \
+  ${SPLITS:+--splits_file "$SPLITS"} \
   --resolution "${RESOLUTION:-512}" \
   --center_crop true \
   --random_flip true \

@@ -6,11 +6,14 @@
 # COARSE_FOLDER is the diffusers Stable Diffusion folder written by scripts/Tiger-Coarse.sh.
 # Without a GPU the CPU "quick" profile is used (override with e.g. --profile long or any flag);
 # with several GPUs it runs under `accelerate launch` (set ACCELERATE_ARGS, e.g. "--num_processes 4").
+# Cases: SPLITS=CROOT/splits.json trains on its train cases (validation grids from its valid
+# cases); without it DATASET_ROOT must be a train-only subset (`metadata.cli subset`), or pass
+# --all_cases true.
 # Re-running the same command resumes from the newest checkpoint in OUTPUT_DIR.
 set -euo pipefail
 
 if [[ $# -lt 3 ]]; then
-    sed -n '2,10p' "$0" >&2
+    sed -n '2,13p' "$0" >&2
     exit 2
 fi
 DATA="$1"
@@ -30,5 +33,6 @@ exec "${LAUNCH[@]}" -m generation.fine.cli \
     --train_data_dir "$DATA" \
     --coarse_model_path "$COARSE" \
     --output_dir "$OUTPUT" \
+    ${SPLITS:+--splits_file "$SPLITS"} \
     --resume_from_checkpoint latest \
     "${DEFAULTS[@]}" "$@"

@@ -46,20 +46,43 @@ def overrides_from(args: argparse.Namespace) -> dict:
     return overrides
 
 
+# What each profile costs, shown by --help (the values themselves: `tiger config --profile P`).
+PROFILE_COSTS = {
+    "toy": "CPU, ~2 min: 60 frames, a few steps (the tests' size; results mean nothing)",
+    "quick": "CPU, ~25 min on 2 cores: tiny models trained at 64 px on 1000 phantom frames",
+    "long": "CPU, hours: 1200 frames at 128 px, 2400 coarse / 3000 fine steps, 3 seeds",
+    "gpu": "one CUDA GPU and a local Stable Diffusion folder (--pretrained): 512 px, bf16",
+}
+COMMANDS = {
+    "run": "run every stage (finished stages are skipped, an interrupted one resumes), then "
+    "write the report",
+    "config": "print the resolved pipeline config (a starting point for --config)",
+    "report": "rebuild the report of a finished run folder",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tiger", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    profiles = "; ".join(f"{name}: {PROFILE_COSTS.get(name, '')}" for name in sorted(PROFILES))
     for name in ("run", "config"):
-        sub = commands.add_parser(name)
-        sub.add_argument("--profile", default="quick", choices=sorted(PROFILES))
+        sub = commands.add_parser(name, help=COMMANDS[name], description=COMMANDS[name])
+        sub.add_argument("--profile", default="quick", choices=sorted(PROFILES), help=f"{profiles}")
         sub.add_argument("--config", type=Path, default=None, help="YAML or JSON pipeline config")
         sub.add_argument("--data", default=None, help="phantom | ddti | a dataset folder")
         sub.add_argument("--run-dir", default=None, help="default: runs/tiger (or the config's)")
         sub.add_argument("--pretrained", default=None, help="local Stable Diffusion folder")
-        sub.add_argument("--set", nargs="*", default=[], help="KEY.SUB=VALUE overrides")
-    report = commands.add_parser("report")
+        sub.add_argument(
+            "--set",
+            nargs="*",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override config values, e.g. --set generation.diversify=64 "
+            "coarse.max_train_steps=500 'subtypes=[FTC]' (values read as YAML)",
+        )
+    report = commands.add_parser("report", help=COMMANDS["report"], description=COMMANDS["report"])
     report.add_argument("run_dir", type=Path)
     return parser
 

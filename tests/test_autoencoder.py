@@ -81,3 +81,14 @@ def test_cli_writes_a_loadable_autoencoder(tmp_path):
 
     vae = AutoencoderKL.from_pretrained(out, local_files_only=True)
     assert vae.config.scaling_factor == metrics["scaling_factor"]
+
+
+def test_texture_metrics_of_flat_images_raise_no_warning():
+    """A flat frame (zero local variance everywhere) once divided 0 by 0 in the histogram."""
+    import warnings
+
+    flat = torch.zeros(2, 3, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metrics = texture_metrics(flat, flat)
+    assert metrics.local_variance_histogram_distance == 0.0

@@ -154,3 +154,32 @@ def test_moso_scores_frames_at_the_size_the_profile_generates():
         generated = config.generation.options.get("resolution", coarse["resolution"])
         moso_size = config.moso.get("image-size", MosoConfig().image_size)
         assert moso_size == generated, profile
+
+
+def test_monitor_reads_a_process_that_has_exited():
+    """The RSS sampler races the children's exits: a vanished process counts 0, never raises."""
+    import subprocess
+
+    import psutil
+
+    from scripts.pipeline.monitor import tree_rss
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    process = psutil.Process(child.pid)
+    assert tree_rss(process) >= 0
+    child.wait()
+    assert tree_rss(process) == 0
+
+
+def test_cli_help_describes_commands_profiles_and_set(capsys):
+    from scripts.cli import PROFILE_COSTS, build_parser
+    from scripts.pipeline.config import PROFILES
+
+    assert set(PROFILE_COSTS) == set(PROFILES)
+    text = build_parser().format_help()
+    assert "run every stage" in text and "rebuild the report" in text
+    with pytest.raises(SystemExit):
+        tiger(["run", "--help"])
+    run_help = " ".join(capsys.readouterr().out.split())
+    assert "--set generation.diversify=64" in run_help
+    assert all(" ".join(cost.split()) in run_help for cost in PROFILE_COSTS.values())

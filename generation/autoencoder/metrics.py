@@ -48,17 +48,24 @@ class ReconstructionMetrics:
         return {key: round(value, 4) for key, value in asdict(self).items()}
 
 
+def log_variance_histogram(variance: torch.Tensor) -> np.ndarray:
+    """Histogram of log local variance over BINS; values beyond the range count in the end bins,
+    so every histogram sums to the pixel count (a flat image no longer divides 0 by 0)."""
+    values = np.clip(np.log(variance.numpy() + 1e-1), BINS[0], BINS[-1])
+    return np.histogram(values, BINS)[0].astype(float)
+
+
 def texture_metrics(real: torch.Tensor, fake: torch.Tensor) -> ReconstructionMetrics:
     real_mean, real_var = local_moments(to_gray255(real))
     fake_mean, fake_var = local_moments(to_gray255(fake))
-    real_hist = np.histogram(np.log(real_var.numpy() + 1e-1), BINS)[0].astype(float)
-    fake_hist = np.histogram(np.log(fake_var.numpy() + 1e-1), BINS)[0].astype(float)
+    real_hist = log_variance_histogram(real_var)
+    fake_hist = log_variance_histogram(fake_var)
     distance = 0.5 * np.abs(real_hist / real_hist.sum() - fake_hist / fake_hist.sum()).sum()
     real_snr = (real_mean / real_var.sqrt().clamp_min(1.0)).mean().item()
     fake_snr = (fake_mean / fake_var.sqrt().clamp_min(1.0)).mean().item()
     return ReconstructionMetrics(
         psnr=psnr(real, fake),
-        local_std_ratio=(fake_var.sqrt().mean() / real_var.sqrt().mean()).item(),
+        local_std_ratio=(fake_var.sqrt().mean() / real_var.sqrt().mean().clamp_min(1e-12)).item(),
         local_variance_histogram_distance=float(distance),
         speckle_snr_real=real_snr,
         speckle_snr_reconstructed=fake_snr,

@@ -22,8 +22,14 @@ class StageRun:
 
 
 def tree_rss(process: psutil.Process) -> int:
+    """RSS of a process and its children; 0 for whatever exits while being read (the sampler
+    races the children's exits)."""
+    try:
+        members = [process, *process.children(recursive=True)]
+    except psutil.Error:
+        return 0
     total = 0
-    for member in [process, *process.children(recursive=True)]:
+    for member in members:
         try:
             total += member.memory_info().rss
         except psutil.Error:
