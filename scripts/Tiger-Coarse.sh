@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Coarse stage: fine-tune Stable Diffusion on ultrasound frames + their descriptions.
 #
-# GPU (default): a local diffusers SD folder (SD 1.x/2.x; epsilon or v-prediction), bf16, TF32,
-# EMA, min-SNR, gradient checkpointing; runs under `accelerate launch` (one or many GPUs, as
-# configured with `accelerate config`).
+# GPU (default): a local diffusers SD folder (SD 1.x/2.x; epsilon or v-prediction) with the coarse
+# stage's "gpu" profile (512 px, bf16, TF32, EMA, min-SNR, gradient checkpointing; the same recipe
+# as `tiger run --profile gpu`); runs under `accelerate launch` (one or many GPUs, as configured
+# with `accelerate config`, or ACCELERATE_ARGS="--num_processes 4").
 #   scripts/Tiger-Coarse.sh DATASET_ROOT OUTPUT_DIR /path/to/stable-diffusion-2-1-base [extra flags]
 #
 # CPU small configuration: the tiny built-in model (no weights anywhere), stage-0 autoencoder fit,
@@ -20,7 +21,7 @@
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
-  sed -n '2,19p' "$0" >&2
+  sed -n '2,20p' "$0" >&2
   exit 2
 fi
 DATA="$1"
@@ -29,8 +30,13 @@ shift 2
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DIFFUSERS_OFFLINE=1
 
+# TIGER_PRINT_COMMAND=1 prints the command instead of running it (tests compare the recipes).
+run() {
+  if [[ -n "${TIGER_PRINT_COMMAND:-}" ]]; then printf '%s\n' "$@"; else exec "$@"; fi
+}
+
 if [[ "${DEVICE:-gpu}" == "cpu" ]]; then
-  exec python -m generation.coarse.cli \
+  run python -m generation.coarse.cli \
     --profile "${PROFILE:-quick}" \
     --train_data_dir "$DATA" \
     --output_dir "$OUT" \
@@ -47,35 +53,20 @@ if [[ $# -lt 1 || "$1" == --* ]]; then
 fi
 MODEL="$1"
 shift
-exec accelerate launch -m generation.coarse.cli \
+# The recipe is the coarse stage's "gpu" profile (generation/coarse/config.py), the same one
+# `tiger run --profile gpu` uses; the variables below override single values when set.
+run accelerate launch ${ACCELERATE_ARGS:-} -m generation.coarse.cli \
+  --profile gpu \
   --pretrained_model_name_or_path "$MODEL" \
   --train_data_dir "$DATA" \
   --output_dir "$OUT" \
   ${SPLITS:+--splits_file "$SPLITS"} \
-  --resolution "${RESOLUTION:-512}" \
-  --center_crop true \
-  --random_flip true \
-  --prompt_background full \
-  --caption_dropout 0.1 \
-  --train_batch_size "${BATCH_SIZE:-8}" \
-  --gradient_accumulation_steps "${GRAD_ACCUM:-2}" \
-  --gradient_checkpointing true \
-  --max_train_steps "${MAX_STEPS:-15000}" \
-  --learning_rate "${LR:-1e-5}" \
-  --lr_scheduler constant_with_warmup \
-  --lr_warmup_steps 500 \
-  --snr_gamma 5.0 \
-  --noise_offset 0.05 \
-  --use_ema true \
-  --ema_decay 0.9999 \
-  --mixed_precision "${MIXED_PRECISION:-bf16}" \
-  --allow_tf32 true \
-  --enable_xformers_memory_efficient_attention "${XFORMERS:-false}" \
-  --checkpointing_steps 1000 \
-  --checkpoints_total_limit 3 \
-  --validation_steps 1000 \
-  --validation_inference_steps 30 \
-  --validation_guidance_scale 7.5 \
-  --report_to tensorboard \
+  ${RESOLUTION:+--resolution "$RESOLUTION"} \
+  ${BATCH_SIZE:+--train_batch_size "$BATCH_SIZE"} \
+  ${GRAD_ACCUM:+--gradient_accumulation_steps "$GRAD_ACCUM"} \
+  ${MAX_STEPS:+--max_train_steps "$MAX_STEPS"} \
+  ${LR:+--learning_rate "$LR"} \
+  ${MIXED_PRECISION:+--mixed_precision "$MIXED_PRECISION"} \
+  ${XFORMERS:+--enable_xformers_memory_efficient_attention "$XFORMERS"} \
   --resume_from_checkpoint latest \
   "$@"

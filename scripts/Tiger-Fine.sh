@@ -4,8 +4,9 @@
 #   scripts/Tiger-Fine.sh DATASET_ROOT COARSE_FOLDER OUTPUT_DIR [extra flags for generation.fine.cli]
 #
 # COARSE_FOLDER is the diffusers Stable Diffusion folder written by scripts/Tiger-Coarse.sh.
-# Without a GPU the CPU "quick" profile is used (override with e.g. --profile long or any flag);
-# with several GPUs it runs under `accelerate launch` (set ACCELERATE_ARGS, e.g. "--num_processes 4").
+# With a GPU (DEVICE=gpu, or auto-detected) the fine stage's "gpu" profile is used, the same recipe
+# as `tiger run --profile gpu`, under `accelerate launch` (ACCELERATE_ARGS="--num_processes 4");
+# without one the CPU profile PROFILE (default quick). Any extra flag overrides a profile value.
 # Cases: SPLITS=CROOT/splits.json trains on its train cases (validation grids from its valid
 # cases); without it DATASET_ROOT must be a train-only subset (`metadata.cli subset`), or pass
 # --all_cases true.
@@ -21,18 +22,25 @@ COARSE="$2"
 OUTPUT="$3"
 shift 3
 
-if python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
-    DEFAULTS=(--mixed_precision bf16 --allow_tf32 true --train_batch_size 16)
+DEVICE="${DEVICE:-auto}"
+if [[ "$DEVICE" == "auto" ]]; then
+    DEVICE=$(python -c "import torch; print('gpu' if torch.cuda.is_available() else 'cpu')")
+fi
+if [[ "$DEVICE" == "gpu" ]]; then
+    # The fine stage's "gpu" profile (generation/fine/config.py), as `tiger run --profile gpu`.
+    DEFAULTS=(--profile gpu ${RESOLUTION:+--resolution "$RESOLUTION"} ${BATCH_SIZE:+--train_batch_size "$BATCH_SIZE"})
     LAUNCH=(accelerate launch ${ACCELERATE_ARGS:-})
 else
-    DEFAULTS=(--profile quick --cpu_threads "${CPU_THREADS:-1}")
+    DEFAULTS=(--profile "${PROFILE:-quick}" --cpu_threads "${CPU_THREADS:-1}")
     LAUNCH=(python)
 fi
 
-exec "${LAUNCH[@]}" -m generation.fine.cli \
+COMMAND=("${LAUNCH[@]}" -m generation.fine.cli \
     --train_data_dir "$DATA" \
     --coarse_model_path "$COARSE" \
     --output_dir "$OUTPUT" \
     ${SPLITS:+--splits_file "$SPLITS"} \
     --resume_from_checkpoint latest \
-    "${DEFAULTS[@]}" "$@"
+    "${DEFAULTS[@]}" "$@")
+# TIGER_PRINT_COMMAND=1 prints the command instead of running it (tests compare the recipes).
+if [[ -n "${TIGER_PRINT_COMMAND:-}" ]]; then printf '%s\n' "${COMMAND[@]}"; else exec "${COMMAND[@]}"; fi

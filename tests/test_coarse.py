@@ -160,6 +160,9 @@ def test_lora_on_pretrained_folder_is_merged(uninterrupted, workspace):
         center_crop=False,
     )
     output = coarse_train.train_coarse(config)
+    # A LoRA checkpoint holds the adapters only, not the whole UNet.
+    saved = load_file(str(output / "checkpoint-2" / "model-unet.safetensors"))
+    assert saved and all("lora" in key for key in saved)
     tuned, base = weights(output, "unet"), weights(uninterrupted, "unet")
     assert tuned.keys() == base.keys(), "saved UNet must be plain diffusers weights (merged)"
     assert any(not torch.equal(tuned[k], base[k]) for k in base)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from generation.coarse.lora import UNET_TARGET_MODULES, add_lora, has_lora, merged_copy
+from generation.coarse.lora import UNET_TARGET_MODULES, add_lora, has_lora, merge_lora
 from generation.coarse.prompts import background_words, combine_prompt, token_count
 from generation.models import TinyModelConfig, build_tiny_unet, build_tiny_vae
 from generation.tokenizer import build_clip_tokenizer
@@ -34,11 +34,13 @@ def test_lora_merge_equals_lora_applied_output():
     inputs = (torch.randn(2, 4, 16, 16), torch.tensor([10, 500]), torch.randn(2, 77, 32))
     with torch.no_grad():
         applied = unet(*inputs).sample
-        merged_model = merged_copy(unet).eval()
-        merged = merged_model(*inputs).sample
         unet.disable_adapters()
         base = unet(*inputs).sample
-    assert has_lora(unet) and not has_lora(merged_model)
+        unet.enable_adapters()
+        assert has_lora(unet)
+        merged_model = merge_lora(unet).eval()
+        merged = merged_model(*inputs).sample
+    assert merged_model is unet and not has_lora(merged_model)  # in place: no second copy
     assert set(merged_model.state_dict()) == set(build_tiny_unet(SMALL).state_dict())
     assert (applied - base).abs().max() > 1e-3, "adapters must change the output"
     torch.testing.assert_close(merged, applied, atol=1e-5, rtol=1e-4)

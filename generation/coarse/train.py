@@ -27,7 +27,7 @@ from generation.coarse.lora import (
     TEXT_ENCODER_TARGET_MODULES,
     UNET_TARGET_MODULES,
     add_lora,
-    merged_copy,
+    merge_lora,
 )
 from generation.coarse.prompts import token_count
 from generation.models import (
@@ -529,8 +529,8 @@ def train_coarse(config: CoarseConfig, step_callback: Callable[[int], None] | No
     if accelerator.is_main_process:
         if ema is not None:
             ema.copy_to(trained_params)
-        final_unet = merged_copy(accelerator.unwrap_model(unet)).float()
-        final_text = merged_copy(accelerator.unwrap_model(text_encoder)).float()
+        final_unet = merge_lora(accelerator.unwrap_model(unet)).float()
+        final_text = merge_lora(accelerator.unwrap_model(text_encoder)).float()
         pipeline = build_pipeline(components, final_unet, final_text, vae.float())
         save_pipeline_folder(pipeline, output)
     accelerator.end_training()

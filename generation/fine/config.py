@@ -155,4 +155,17 @@ PROFILES: dict[str, dict] = {
         "checkpointing_steps": 250,
         "validation_steps": 500,
     },
+    # Real scale on GPUs: the one recipe behind scripts/Tiger-Fine.sh and `tiger run --profile gpu`.
+    "gpu": {
+        "resolution": 512,
+        "train_batch_size": 8,
+        "gradient_checkpointing": True,
+        "max_train_steps": 10000,
+        "learning_rate": 1e-5,
+        "mixed_precision": "bf16",
+        "allow_tf32": True,
+        "checkpointing_steps": 1000,
+        "checkpoints_total_limit": 3,
+        "validation_steps": 1000,
+    },
 }

@@ -326,8 +326,12 @@ def train_fine(config: FineConfig, step_callback: Callable[[int], None] | None =
             config.random_flip,
             module_fingerprint(vae),
         )
+        name = f"latents-{key}.safetensors"
+        coarse_cache = Path(config.coarse_model_path) / "cache" / name
+        # The coarse stage cached the same images with the same VAE under the same key: reuse it
+        # (one cache, not a second copy under another folder).
         latent_cache = cached_latents(
-            output / "cache" / f"latents-{key}.safetensors",
+            coarse_cache if coarse_cache.is_file() else output / "cache" / name,
             lambda: encode_latent_cache(
                 vae,
                 dataset.load_pixels,

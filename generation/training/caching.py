@@ -94,10 +94,12 @@ def fingerprint(*parts: object) -> str:
 
 
 def module_fingerprint(module: torch.nn.Module) -> str:
-    """Cheap identity of a module's weights: config plus sums of every tensor."""
+    """Cheap identity of a module's weights: config plus sums of every tensor. Private config
+    keys (`_name_or_path`, versions) are left out: the same weights loaded from another folder
+    (the coarse output instead of the pretrained one) are the same module."""
     digest = hashlib.sha256()
-    config = getattr(module, "config", None)
-    digest.update(json.dumps(dict(config) if config else {}, sort_keys=True, default=str).encode())
+    config = {k: v for k, v in dict(getattr(module, "config", None) or {}).items() if k[:1] != "_"}
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     with torch.no_grad():
         for name, tensor in module.state_dict().items():
             digest.update(name.encode())

@@ -203,28 +203,10 @@ PROFILES: dict[str, dict] = {
     "gpu": {
         "subtypes": ["FTC", "MTC"],
         "data": {"n_images": 2000, "size": 512},
-        "coarse": {
-            "resolution": 512,
-            "train_batch_size": 8,
-            "max_train_steps": 15000,
-            "learning_rate": 1e-5,
-            "mixed_precision": "bf16",
-            "allow_tf32": True,
-            "gradient_checkpointing": True,
-            "checkpointing_steps": 1000,
-            "validation_steps": 1000,
-        },
-        "fine": {
-            "resolution": 512,
-            "train_batch_size": 8,
-            "max_train_steps": 10000,
-            "learning_rate": 1e-5,
-            "mixed_precision": "bf16",
-            "allow_tf32": True,
-            "gradient_checkpointing": True,
-            "checkpointing_steps": 1000,
-            "validation_steps": 1000,
-        },
+        # The stages' own "gpu" profiles (generation/{coarse,fine}/config.py), which the
+        # scripts use too: one source of truth for the recipe.
+        "coarse": {"profile": "gpu"},
+        "fine": {"profile": "gpu"},
         "generation": {
             "diversify": 500,
             "reference": 500,
