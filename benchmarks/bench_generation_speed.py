@@ -118,6 +118,7 @@ def main() -> None:
     from generation.inference.prompts import PromptConfig
     from generation.inference.sources import load_train_source
     from generation.offline import enforce_offline
+    from metadata.splits import SplitConfig
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch_dir:
@@ -135,7 +136,7 @@ def main() -> None:
         pipe = TigerFinePipeline.from_pretrained(model).use_scheduler("dpm++")
         pipe.set_progress_bar_config(disable=True)
         resolution = pipe.default_resolution()
-        source = load_train_source(data)
+        source = load_train_source(data, split_config=SplitConfig())  # the exporter's default
         args.bank = MaskBank(source, resolution)
         jobs = plan_diversify(
             source, args.label, args.images, 0, AttributeConstraints(), PromptConfig()

@@ -26,19 +26,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from generation.models import SMOKE_TINY_OVERRIDES
 from generation.training.checkpoint import list_checkpoints
 from metadata.atomic import write_json
 
-TINY = {
-    "vae_block_out_channels": [16, 16],
-    "vae_norm_num_groups": 8,
-    "unet_block_out_channels": [16, 32, 32],
-    "unet_attention_head_dim": 8,
-    "unet_norm_num_groups": 8,
-    "text_hidden_size": 32,
-    "text_num_layers": 1,
-    "text_intermediate_size": 64,
-}
+TINY = SMOKE_TINY_OVERRIDES
 COMMON = [
     "--resolution", "32", "--train_batch_size", "2", "--learning_rate", "1e-3",
     "--lr_warmup_steps", "2", "--checkpointing_steps", "2", "--checkpoints_total_limit", "0",

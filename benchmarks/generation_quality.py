@@ -24,6 +24,7 @@ from generation.inference.engine import RuntimeConfig, SamplingConfig
 from generation.inference.evaluate import evaluate_generation, fit_probe, real_splits
 from generation.inference.prompts import PromptConfig
 from generation.inference.runner import GenerationRequest, run_generation
+from metadata.splits import SplitConfig
 
 
 def grid(rows: list[dict], gen: Path, out: Path, columns: int = 8, count: int = 32, tile=64):
@@ -62,7 +63,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     work, results = Path(args.work), Path(args.results)
-    meta_file, train, held = real_splits(args.data)
+    # The exporter's default split, named explicitly: requests, probe and evaluation share it.
+    split = SplitConfig()
+    meta_file, train, held = real_splits(args.data, split=split)
     started = time.perf_counter()
     probe = fit_probe(meta_file, train, held, 128)
     report = {"model": args.model, "data": args.data, "label": args.label, "note": args.note}
@@ -75,6 +78,7 @@ def main() -> None:
             out_dir=str(work / mode),
             label=args.label,
             num_images=args.images,
+            split=split,
             prompts=PromptConfig(),
             sampling=SamplingConfig(num_inference_steps=args.steps, strength=args.strength),
             runtime=RuntimeConfig(batch_size=args.batch_size, cpu_threads=args.threads),
@@ -83,7 +87,11 @@ def main() -> None:
         summary = run_generation(request)
         seconds = time.perf_counter() - started
         scores = evaluate_generation(
-            work / mode, args.data, probe=probe, out_file=work / f"{mode}_evaluation.json"
+            work / mode,
+            args.data,
+            probe=probe,
+            out_file=work / f"{mode}_evaluation.json",
+            split=split,
         )
         rows = [json.loads(x) for x in (work / mode / "manifest.jsonl").read_text().splitlines()]
         grid(rows, work / mode, results / f"generation_grid_{mode}_{args.label}.png")

@@ -145,6 +145,20 @@ class TinyModelConfig:
         return cls(**data)
 
 
+# The smallest tiny model that still has every part (TinyModelConfig overrides): for smoke runs
+# of the training loops (tests, the multi-process resume benchmark), where only behaviour counts.
+SMOKE_TINY_OVERRIDES: dict = {
+    "vae_block_out_channels": [16, 16],
+    "vae_norm_num_groups": 8,
+    "unet_block_out_channels": [16, 32, 32],
+    "unet_attention_head_dim": 8,
+    "unet_norm_num_groups": 8,
+    "text_hidden_size": 32,
+    "text_num_layers": 1,
+    "text_intermediate_size": 64,
+}
+
+
 @dataclass
 class PipelineComponents:
     """The five parts of a Stable Diffusion pipeline, plus where they came from."""

@@ -14,21 +14,12 @@ from safetensors.torch import load_file
 from generation.coarse import train as coarse_train
 from generation.coarse.cli import config_from_args
 from generation.coarse.config import CoarseConfig, CoarseConfigError
-from generation.models import PipelineFolderError
+from generation.models import SMOKE_TINY_OVERRIDES, PipelineFolderError
 from generation.training.checkpoint import list_checkpoints
 from generation.training.guard import NonFiniteLossError
 from metadata.importers.phantom import build_phantom_dataset
 
-TINY = {
-    "vae_block_out_channels": [16, 16],
-    "vae_norm_num_groups": 8,
-    "unet_block_out_channels": [16, 32, 32],
-    "unet_attention_head_dim": 8,
-    "unet_norm_num_groups": 8,
-    "text_hidden_size": 32,
-    "text_num_layers": 1,
-    "text_intermediate_size": 64,
-}
+TINY = SMOKE_TINY_OVERRIDES
 
 
 @pytest.fixture(scope="module")

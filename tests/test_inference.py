@@ -252,14 +252,20 @@ def test_processes_share_jobs_without_overlap(phantom_dataset):
     assert [j.to_dict() for j in again] == [j.to_dict() for j in jobs]  # same plan everywhere
 
 
-def test_evaluate_command_scores_a_generated_folder(fine_folder, phantom_dataset, tmp_path):
+def test_evaluate_command_scores_a_generated_folder(
+    fine_folder, phantom_dataset, phantom_classifier_layout, tmp_path
+):
     out = tmp_path / "gen"
-    run_generation(request(fine_folder, phantom_dataset, out, num_images=3))
+    splits = str(phantom_classifier_layout / "splits.json")
+    run_generation(
+        request(fine_folder, phantom_dataset, out, num_images=3, split=None, splits_file=splits)
+    )
     report_file = tmp_path / "evaluation.json"
     code = cli_main(
         ["evaluate", "--gen", str(out), "--dataset", str(phantom_dataset),
-         "--report", str(report_file)]
+         "--splits", splits, "--report", str(report_file)]
     )  # fmt: skip
+    assert cli_main(["evaluate", "--gen", str(out), "--dataset", str(phantom_dataset)]) != 0
     assert code == 0
     report = json.loads(report_file.read_text())
     assert report["n_images"] == 3 and report["mask_shape_agreement"] == 1.0

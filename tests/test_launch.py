@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from generation.models import SMOKE_TINY_OVERRIDES
 from generation.training.launch import (
     LaunchError,
     check_process_group,
@@ -17,16 +18,7 @@ from generation.training.launch import (
     single_process_cpu_launch,
 )
 
-TINY = {
-    "vae_block_out_channels": [16, 16],
-    "vae_norm_num_groups": 8,
-    "unet_block_out_channels": [16, 32, 32],
-    "unet_attention_head_dim": 8,
-    "unet_norm_num_groups": 8,
-    "text_hidden_size": 32,
-    "text_num_layers": 1,
-    "text_intermediate_size": 64,
-}
+TINY = SMOKE_TINY_OVERRIDES
 
 
 def test_the_simple_cpu_launcher_is_recognised_and_its_count_read():

@@ -240,8 +240,10 @@ def save_fine_folder(
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def validation_items(config: FineConfig, prompt_background: str) -> FineDataset | None:
-    """Held-out (valid split) items when a splits file is given, else the training items."""
+def validation_items(
+    config: FineConfig, prompt_background: str, training: FineDataset
+) -> FineDataset | None:
+    """Held-out (valid split) items when the splits file has some, else the training items."""
     if config.num_validation_items <= 0:
         return None
     if config.splits_file:
@@ -256,14 +258,7 @@ def validation_items(config: FineConfig, prompt_background: str) -> FineDataset 
             )
         except ValueError:
             pass
-    return load_fine_dataset(
-        config.train_data_dir,
-        config.resolution,
-        prompt_background,
-        config.splits_file,
-        config.all_cases,
-        config.skip_bad,
-    )
+    return training
 
 
 def train_fine(config: FineConfig, step_callback: Callable[[int], None] | None = None) -> Path:
@@ -356,7 +351,7 @@ def train_fine(config: FineConfig, step_callback: Callable[[int], None] | None =
         LOGGER.info("resumed from %s at step %d", resume_path, global_step)
     last_checkpoint = resume_path
 
-    valid_data = validation_items(config, prompt_background)
+    valid_data = validation_items(config, prompt_background, dataset)
     if accelerator.is_main_process:
         if log_with:
             scalars = {

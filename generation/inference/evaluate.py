@@ -24,23 +24,17 @@ from generation.inference.memorization import (
     check_images,
     load_grey,
 )
-from generation.inference.sources import read_splits_file
+from generation.inference.sources import labelled_splits
 from metadata.atomic import write_json
-from metadata.records import MetadataError, metadata_path, read_metadata, resolve
-from metadata.splits import SplitConfig, assign_records
-from metadata.vocabulary import UNLABELLED, measure_mask
+from metadata.records import MetadataError, resolve
+from metadata.splits import SplitConfig
+from metadata.vocabulary import measure_mask
 
 
 def real_splits(dataset, splits_file=None, split: SplitConfig | None = None):
-    """(meta_file, train records, held-out records) of the labelled real images."""
-    meta_file = metadata_path(dataset)
-    records = [r for r in read_metadata(meta_file) if r.label and r.label != UNLABELLED]
-    records = [r for r in records if not r.synthetic]
-    splits = (
-        read_splits_file(splits_file)
-        if splits_file
-        else assign_records(records, split or SplitConfig())
-    )
+    """(meta_file, train records, held-out records) of the labelled real images, split as
+    generation split them (`sources.labelled_splits`: the splits file or an explicit split)."""
+    meta_file, records, splits, _ = labelled_splits(dataset, splits_file, split)
     train = [r for r in records if splits.get(r.file_name) == "train"]
     held = [r for r in records if splits.get(r.file_name) in ("valid", "test")]
     if not train or not held:
@@ -84,12 +78,13 @@ def evaluate_generation(
     splits_file: str | None = None,
     out_file: str | os.PathLike | None = None,
     probe: AttributeProbe | None = None,
+    split: SplitConfig | None = None,
 ) -> dict:
     """Agreement per attribute and memorization summary of GEN (written to `out_file`)."""
     gen = Path(gen_dir)
     rows = read_rows(gen)
     size = int(rows[0].get("resolution") or 128)
-    meta_file, train, held = real_splits(dataset, splits_file)
+    meta_file, train, held = real_splits(dataset, splits_file, split)
     probe = probe or fit_probe(meta_file, train, held, size)
     images = [gen / r["file_name"] for r in rows]
     masks = [load_mask(Path(gen, r["condition_FG"]), size) for r in rows]
