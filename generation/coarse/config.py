@@ -6,6 +6,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 from generation.coarse.prompts import BACKGROUND_MODES
+from generation.training.optim import OPTIMIZERS
 from generation.training.options import read_config_file
 from generation.training.precision import MIXED_PRECISION
 
@@ -76,6 +77,8 @@ class CoarseConfig:
     adam_beta2: float = 0.999
     adam_weight_decay: float = 1e-2
     adam_epsilon: float = 1e-8
+    # "adamw8bit": bitsandbytes' 8-bit AdamW (2 instead of 8 bytes of state per parameter).
+    optimizer: str = "adamw"
     max_grad_norm: float = 1.0
     snr_gamma: float | None = 5.0
     # Loss weight of latent positions inside the nodule mask (condition_FG), relative to tissue.
@@ -136,6 +139,9 @@ class CoarseConfig:
         def fail(option: str, problem: str) -> None:
             where = f"{source}: " if source else ""
             raise CoarseConfigError(f"{where}--{option}: {problem}")
+
+        if self.optimizer not in OPTIMIZERS:
+            fail("optimizer", f"{self.optimizer!r} is not one of {OPTIMIZERS}")
 
         if not self.train_data_dir:
             fail("train_data_dir", "required (a Tiger dataset folder)")

@@ -55,6 +55,7 @@ from generation.training.loss import (
     sample_timesteps,
     training_target,
 )
+from generation.training.optim import build_adamw
 from generation.training.precision import (
     build_accelerator,
     configure_attention,
@@ -336,11 +337,12 @@ def train_coarse(config: CoarseConfig, step_callback: Callable[[int], None] | No
     groups += text_param_groups(
         text_encoder, text_params, config.effective_text_encoder_learning_rate
     )
-    optimizer = torch.optim.AdamW(
+    optimizer = build_adamw(
         groups,
-        betas=(config.adam_beta1, config.adam_beta2),
-        weight_decay=config.adam_weight_decay,
-        eps=config.adam_epsilon,
+        config.optimizer,
+        (config.adam_beta1, config.adam_beta2),
+        config.adam_weight_decay,
+        config.adam_epsilon,
     )
     lr_scheduler = get_scheduler(
         config.lr_scheduler,

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from generation.coarse.config import LR_SCHEDULERS
 from generation.coarse.prompts import BACKGROUND_MODES
 from generation.fine.model import FUSION_MODES
+from generation.training.optim import OPTIMIZERS
 from generation.training.options import read_config_file
 from generation.training.precision import MIXED_PRECISION
 
@@ -57,6 +58,8 @@ class FineConfig:
     adam_beta2: float = 0.999
     adam_weight_decay: float = 1e-2
     adam_epsilon: float = 1e-8
+    # "adamw8bit": bitsandbytes' 8-bit AdamW (2 instead of 8 bytes of state per parameter).
+    optimizer: str = "adamw"
     max_grad_norm: float = 1.0
     snr_gamma: float | None = 5.0
     noise_offset: float = 0.0
@@ -86,6 +89,9 @@ class FineConfig:
         def fail(option: str, problem: str) -> None:
             where = f"{source}: " if source else ""
             raise FineConfigError(f"{where}--{option}: {problem}")
+
+        if self.optimizer not in OPTIMIZERS:
+            fail("optimizer", f"{self.optimizer!r} is not one of {OPTIMIZERS}")
 
         for name in ("train_data_dir", "output_dir", "coarse_model_path"):
             if not getattr(self, name):

@@ -59,6 +59,7 @@ from generation.training.loss import (
     sample_timesteps,
     training_target,
 )
+from generation.training.optim import build_adamw
 from generation.training.precision import (
     build_accelerator,
     configure_attention,
@@ -185,11 +186,12 @@ def build_optimizer(config: FineConfig, dual: DualControlNetModel, num_processes
     if dual.fusion.is_gated:
         gate_lr = config.gate_learning_rate or learning_rate
         groups.append({"params": list(dual.fusion.parameters()), "lr": gate_lr, "weight_decay": 0})
-    optimizer = torch.optim.AdamW(
+    optimizer = build_adamw(
         groups,
-        betas=(config.adam_beta1, config.adam_beta2),
-        weight_decay=config.adam_weight_decay,
-        eps=config.adam_epsilon,
+        config.optimizer,
+        (config.adam_beta1, config.adam_beta2),
+        config.adam_weight_decay,
+        config.adam_epsilon,
     )
     lr_scheduler = get_scheduler(
         config.lr_scheduler,

@@ -64,14 +64,25 @@ def load_weights(path: Path, module: torch.nn.Module) -> None:
 
 
 def split_tensors(entries: dict, prefix: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """{key: tensor or value} -> (tensors under 'prefix.key', the JSON-safe rest)."""
+    """{key: tensor, value or nested dict} -> (tensors under 'prefix.key[.subkey]', the
+    JSON-safe rest, nested the same way). bitsandbytes nests its quantisation state."""
     tensors, plain = {}, {}
     for key, value in entries.items():
         if torch.is_tensor(value):
             tensors[f"{prefix}.{key}"] = value.detach().to("cpu", copy=True).contiguous()
+        elif isinstance(value, dict):
+            inner_tensors, inner_plain = split_tensors(value, f"{prefix}.{key}")
+            tensors.update(inner_tensors)
+            plain[key] = inner_plain
         else:
             plain[key] = value
     return tensors, plain
+
+
+def put_nested(target: dict, path: list[str], value: torch.Tensor) -> None:
+    for key in path[:-1]:
+        target = target.setdefault(key, {})
+    target[path[-1]] = value
 
 
 def optimizer_to_files(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -87,8 +98,8 @@ def optimizer_to_files(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
 def optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict, current: dict) -> dict:
     state: dict[int, dict] = {int(index): dict(plain) for index, plain in meta["state"].items()}
     for key, value in tensors.items():
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
+        index, *path = key.split(".")
+        put_nested(state.setdefault(int(index), {}), path, value)
     groups = []
     for saved, now in zip(meta["param_groups"], current["param_groups"]):
         # JSON turns tuples (betas) into lists; give each value the type the optimizer uses.
