@@ -12,6 +12,7 @@ import sys
 from generation.coarse.config import PROFILES, CoarseConfig, CoarseConfigError
 from generation.training import options
 from generation.training.launch import LaunchError, is_main_process, relaunch_cpu_workers
+from generation.training.memory import MemoryPlanError
 from generation.training.state import CheckpointStateError
 from metadata.records import MetadataError
 
@@ -38,7 +39,13 @@ def main(argv: list[str] | None = None) -> int:
         from generation.coarse.train import train_coarse
 
         output = train_coarse(config)
-    except (CoarseConfigError, MetadataError, CheckpointStateError, LaunchError) as error:
+    except (
+        CoarseConfigError,
+        MetadataError,
+        CheckpointStateError,
+        LaunchError,
+        MemoryPlanError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if is_main_process():

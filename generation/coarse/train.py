@@ -55,6 +55,7 @@ from generation.training.loss import (
     sample_timesteps,
     training_target,
 )
+from generation.training.memory import check_plan, training_plan
 from generation.training.optim import build_adamw
 from generation.training.precision import (
     build_accelerator,
@@ -62,7 +63,7 @@ from generation.training.precision import (
     configure_tf32,
     weight_dtype,
 )
-from generation.training.progress import Progress
+from generation.training.progress import TIMING_FILE, Progress
 from generation.training.randomness import batch_indices, random_crops, step_generator
 from generation.training.state import TrainingState
 from generation.training.validation import generate_images, image_grid
@@ -327,6 +328,7 @@ def train_coarse(config: CoarseConfig, step_callback: Callable[[int], None] | No
         if config.trains_text_encoder:
             text_encoder.gradient_checkpointing_enable()
     attention = configure_attention([unet], config.enable_xformers_memory_efficient_attention)
+    check_memory(config, accelerator, unet, text_encoder, vae, unet_params + text_params)
 
     learning_rate = config.learning_rate
     if config.scale_lr:
@@ -527,6 +529,8 @@ def train_coarse(config: CoarseConfig, step_callback: Callable[[int], None] | No
             step_callback(global_step)
 
     progress.close()
+    if accelerator.is_main_process:
+        write_json(output / TIMING_FILE, progress.timing())
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         if ema is not None:
@@ -537,6 +541,28 @@ def train_coarse(config: CoarseConfig, step_callback: Callable[[int], None] | No
         save_pipeline_folder(pipeline, output)
     accelerator.end_training()
     return output
+
+
+def check_memory(config: CoarseConfig, accelerator, unet, text_encoder, vae, trained) -> None:
+    """Say what this run will hold in memory; refuse before training when it cannot fit."""
+    trained_count = sum(p.numel() for p in trained)
+    total = sum(p.numel() for m in (unet, text_encoder, vae) for p in m.parameters())
+    half = accelerator.mixed_precision in ("fp16", "bf16")
+    plan = training_plan(
+        "coarse",
+        trained_count,
+        total - trained_count,
+        2 if half else 4,
+        config.optimizer,
+        config.use_ema,
+        config.train_batch_size,
+        list(unet.config.block_out_channels),
+        config.resolution // vae_downsampling(vae),
+        config.gradient_checkpointing,
+        2 if half else 4,
+        layers_per_block=int(unet.config.layers_per_block),
+    )
+    check_plan(plan, accelerator.device, config.allow_memory_over, accelerator.num_processes)
 
 
 def unet_dtype(unet) -> torch.dtype:

@@ -12,6 +12,7 @@ import sys
 from generation.fine.config import PROFILES, FineConfig, FineConfigError
 from generation.training import options
 from generation.training.launch import LaunchError, is_main_process, relaunch_cpu_workers
+from generation.training.memory import MemoryPlanError
 from generation.training.state import CheckpointStateError
 from metadata.records import MetadataError
 
@@ -38,7 +39,13 @@ def main(argv: list[str] | None = None) -> int:
         from generation.fine.train import train_fine
 
         output = train_fine(config)
-    except (FineConfigError, MetadataError, CheckpointStateError, LaunchError) as error:
+    except (
+        FineConfigError,
+        MetadataError,
+        CheckpointStateError,
+        LaunchError,
+        MemoryPlanError,
+    ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if is_main_process():

@@ -60,6 +60,8 @@ class FineConfig:
     adam_epsilon: float = 1e-8
     # "adamw8bit": bitsandbytes' 8-bit AdamW (2 instead of 8 bytes of state per parameter).
     optimizer: str = "adamw"
+    # Run even when the memory plan (generation.training.memory) exceeds the device's memory.
+    allow_memory_over: bool = False
     max_grad_norm: float = 1.0
     snr_gamma: float | None = 5.0
     noise_offset: float = 0.0

@@ -59,6 +59,7 @@ from generation.training.loss import (
     sample_timesteps,
     training_target,
 )
+from generation.training.memory import check_plan, training_plan
 from generation.training.optim import build_adamw
 from generation.training.precision import (
     build_accelerator,
@@ -66,7 +67,7 @@ from generation.training.precision import (
     configure_tf32,
     weight_dtype,
 )
-from generation.training.progress import Progress
+from generation.training.progress import TIMING_FILE, Progress
 from generation.training.randomness import batch_indices, random_crops, step_generator
 from generation.training.state import TrainingState
 from metadata.atomic import save_png, write_json
@@ -202,6 +203,30 @@ def build_optimizer(config: FineConfig, dual: DualControlNetModel, num_processes
     return optimizer, lr_scheduler
 
 
+def check_memory(config: FineConfig, accelerator, dual, frozen, downsampling: int) -> None:
+    """Say what this run will hold in memory; refuse before training when it cannot fit."""
+    trained = sum(p.numel() for p in dual.trainable_parameters())
+    fixed = sum(p.numel() for m in frozen for p in m.parameters())
+    half = accelerator.mixed_precision in ("fp16", "bf16")
+    unet = frozen[0]
+    plan = training_plan(
+        "fine",
+        trained,
+        fixed,
+        2 if half else 4,
+        config.optimizer,
+        False,
+        config.train_batch_size,
+        list(unet.config.block_out_channels),
+        config.resolution // downsampling,
+        config.gradient_checkpointing,
+        2 if half else 4,
+        branches_factor=2.0,
+        layers_per_block=int(unet.config.layers_per_block),
+    )
+    check_plan(plan, accelerator.device, config.allow_memory_over, accelerator.num_processes)
+
+
 def copy_coarse_pipeline(source: Path, target: Path) -> None:
     """Hard-link the coarse pipeline's parts (not its checkpoints or caches) into `target`."""
     if (target / "model_index.json").is_file():
@@ -306,6 +331,7 @@ def train_fine(config: FineConfig, step_callback: Callable[[int], None] | None =
     attention = configure_attention(
         [unet, *dual.branches], config.enable_xformers_memory_efficient_attention
     )
+    check_memory(config, accelerator, dual, (unet, vae, text_encoder), vae_downsampling(vae))
     optimizer, lr_scheduler = build_optimizer(config, dual, accelerator.num_processes)
     trained_params = dual.trainable_parameters()
     dual, optimizer, lr_scheduler = accelerator.prepare(dual, optimizer, lr_scheduler)
@@ -453,6 +479,8 @@ def train_fine(config: FineConfig, step_callback: Callable[[int], None] | None =
             step_callback(global_step)
 
     progress.close()
+    if accelerator.is_main_process:
+        write_json(output / TIMING_FILE, progress.timing())
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         final = accelerator.unwrap_model(dual).float()

@@ -22,9 +22,11 @@ class Progress:
             dynamic_ncols=True,
         )
         self.last_time = time.perf_counter()
+        self.step_seconds: list[float] = []
 
     def step(self, step: int, loss: float, lr: float, images: int) -> float:
         now = time.perf_counter()
+        self.step_seconds.append(now - self.last_time)
         images_per_second = images / max(now - self.last_time, 1e-9)
         self.last_time = now
         logs = {"train/loss": loss, "train/lr": lr, "train/images_per_second": images_per_second}
@@ -41,3 +43,12 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
+
+    def timing(self) -> dict:
+        """Seconds per optimizer step of this process's run (median; TIMING_FILE)."""
+        steps = self.step_seconds
+        median = float(np.median(steps)) if steps else None
+        return {"steps_timed": len(steps), "seconds_per_step": median}
+
+
+TIMING_FILE = "train_timing.json"
