@@ -264,14 +264,17 @@ PROFILES: dict[str, dict] = {
     },
     # Real scale on GPUs from a local SD folder: the one recipe behind scripts/Tiger-Coarse.sh
     # and `tiger run --profile gpu` (diffusers' train_text_to_image settings where they overlap).
+    # Lean enough for a 24 GB GPU at 512 px (benchmarks/memory_plan.py: ~15 GiB): 8-bit AdamW,
+    # gradient checkpointing, 2 images x 8 accumulation steps (an effective batch of 16).
     "gpu": {
         "resolution": 512,
         "center_crop": True,
         "random_flip": True,
         "prompt_background": "full",
         "caption_dropout": 0.1,
-        "train_batch_size": 8,
-        "gradient_accumulation_steps": 2,
+        "train_batch_size": 2,
+        "gradient_accumulation_steps": 8,
+        "optimizer": "adamw8bit",
         "gradient_checkpointing": True,
         "max_train_steps": 15000,
         "learning_rate": 1e-5,

@@ -13,6 +13,7 @@ from generation.fine.config import PROFILES, FineConfig, FineConfigError
 from generation.training import options
 from generation.training.launch import LaunchError, is_main_process, relaunch_cpu_workers
 from generation.training.memory import MemoryPlanError
+from generation.training.optim import OptimizerUnavailable
 from generation.training.state import CheckpointStateError
 from metadata.records import MetadataError
 
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         CheckpointStateError,
         LaunchError,
         MemoryPlanError,
+        OptimizerUnavailable,
     ) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

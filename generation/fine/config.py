@@ -163,10 +163,14 @@ PROFILES: dict[str, dict] = {
         "checkpointing_steps": 250,
         "validation_steps": 500,
     },
-    # Real scale on GPUs: the one recipe behind scripts/Tiger-Fine.sh and `tiger run --profile gpu`.
+    # Real scale on GPUs: the one recipe behind scripts/Tiger-Fine.sh and `tiger run --profile gpu`,
+    # lean enough for a 24 GB GPU at 512 px (~14 GiB planned): 8-bit AdamW, gradient
+    # checkpointing, 2 images x 4 accumulation steps (an effective batch of 8).
     "gpu": {
         "resolution": 512,
-        "train_batch_size": 8,
+        "train_batch_size": 2,
+        "gradient_accumulation_steps": 4,
+        "optimizer": "adamw8bit",
         "gradient_checkpointing": True,
         "max_train_steps": 10000,
         "learning_rate": 1e-5,

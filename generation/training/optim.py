@@ -15,6 +15,10 @@ OPTIMIZERS = ("adamw", "adamw8bit")
 STATE_BYTES = {"adamw": 8.0, "adamw8bit": 2.0}
 
 
+class OptimizerUnavailable(RuntimeError):
+    """The optimizer asked for needs a package that is not installed."""
+
+
 def build_adamw(
     groups: list[dict], name: str, betas: tuple[float, float], weight_decay: float, eps: float
 ) -> torch.optim.Optimizer:
@@ -24,8 +28,9 @@ def build_adamw(
         try:
             import bitsandbytes as bnb
         except ImportError as error:
-            raise RuntimeError(
-                "--optimizer adamw8bit needs bitsandbytes (pip install bitsandbytes)"
+            raise OptimizerUnavailable(
+                "--optimizer adamw8bit needs bitsandbytes (pip install bitsandbytes, or "
+                'pip install -e ".[gpu]"); --optimizer adamw uses 4x its state memory'
             ) from error
         return bnb.optim.AdamW8bit(groups, betas=betas, weight_decay=weight_decay, eps=eps)
     return torch.optim.AdamW(groups, betas=betas, weight_decay=weight_decay, eps=eps)
