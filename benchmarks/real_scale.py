@@ -119,6 +119,7 @@ def lora_run(args: argparse.Namespace, twin: Path, run: Path, work: Path) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--arch", default="sd21base")
+    parser.add_argument("--width-divisor", type=int, default=1, help="channels / N (CI only)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--steps", type=int, default=2)
@@ -129,19 +130,21 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     work = Path(args.work).resolve()
-    twin = work / f"twin-{args.arch}"
+    suffix = f"-w{args.width_divisor}" if args.width_divisor > 1 else ""
+    twin = work / f"twin-{args.arch}{suffix}"
     started = time.perf_counter()
     if not (twin / "model_index.json").is_file():
-        counts = write_twin(args.arch, twin)
+        counts = write_twin(args.arch, twin, width_divisor=args.width_divisor)
     else:
         import torch
 
         from generation.twin import build_twin_pipeline, parameter_counts
 
         with torch.device("meta"):
-            counts = parameter_counts(build_twin_pipeline(args.arch))
+            counts = parameter_counts(build_twin_pipeline(args.arch, args.width_divisor))
     results: dict = {
         "model": args.arch,
+        "width_divisor": args.width_divisor,
         "parameters_millions": {k: round(v / 1e6, 1) for k, v in counts.items()},
         "device": args.device,
         "resolution": args.resolution,

@@ -4,6 +4,8 @@ through every stage on a width-scaled copy (same topology, channels / 8)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,6 @@ from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file
 
 from generation.twin import build_twin_pipeline, parameter_counts, write_twin
-from scripts.cli import main as tiger
 
 PUBLISHED_MILLIONS = {  # parameters of the released checkpoints
     "sd15": {"unet": 859.5, "text_encoder": 123.1, "vae": 83.7},
@@ -39,20 +40,30 @@ def twin(tmp_path_factory) -> Path:
     return folder
 
 
-def test_width_scaled_twin_runs_every_stage_from_its_folder(twin, tmp_path):
-    assert StableDiffusionPipeline.from_pretrained(twin, local_files_only=True).unet.config[
-        "use_linear_projection"
-    ]
+def test_gpu_check_falls_back_to_a_width_scaled_twin_through_every_stage(tmp_path):
+    """benchmarks/gpu_check.sh without CUDA: `tiger run --profile gpu` from a width/8 SD 2.1-base
+    twin's folder through every stage, plus the coarse stage's LoRA route."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        ["bash", str(root / "benchmarks" / "gpu_check.sh")],
+        env={**os.environ, "WORK": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=root,
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert "CPU fallback" in done.stderr
+    result = json.loads((tmp_path / "cpu_fallback.json").read_text())
+    assert result["all_passed"] and result["pipeline_exit_code"] == 0
+    stages = result["stages"]
+    expected = {"coarse", "fine", "generate-FTC", "clip", "filter-FTC", "classifier-FTC"}
+    assert expected | {"coarse-lora"} <= set(stages)
+    assert stages["coarse"]["s_per_step"] > 0 and stages["fine"]["s_per_step"] > 0
     run = tmp_path / "run"
-    assert tiger(["run", "--profile", "toy", "--pretrained", str(twin), "--run-dir", str(run)]) == 0
     coarse = json.loads((run / "coarse" / "tiger_coarse.json").read_text())
-    assert coarse["config"]["pretrained_model_name_or_path"] == str(twin)
-    assert coarse["tiny_config"] is None
-    # Every stage finished and the report exists.
-    timings = json.loads((run / "timings.json").read_text())
-    names = {stage["stage"] for stage in timings["stages"]}
-    assert {"coarse", "fine", "generate-FTC", "clip", "filter-FTC", "classifier-FTC"} <= names
-    assert (run / "report" / "report.html").is_file()
+    assert coarse["config"]["pretrained_model_name_or_path"].endswith("twin-sd21base-w8")
+    assert coarse["tiny_config"] is None and coarse["config"]["optimizer"] == "adamw8bit"
     # The fine stage reused the coarse stage's latent cache instead of writing a second one.
     assert list((run / "coarse" / "cache").glob("latents-*.safetensors"))
     assert not (run / "fine" / "cache").exists()
