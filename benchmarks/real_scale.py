@@ -24,6 +24,13 @@ from metadata.atomic import write_json
 from scripts.pipeline.monitor import run_monitored
 
 GIB = 2**30
+# Stage output folders whose name is not the stage's (scripts/pipeline/stages.py).
+FOLDER_STAGES = {
+    "data-dataset": "data",
+    "data-classifier": "split",
+    "data-train_only": "train_only",
+    "filter-clip": "clip",
+}
 
 
 def pipeline_overrides(args: argparse.Namespace) -> list[str]:
@@ -34,6 +41,7 @@ def pipeline_overrides(args: argparse.Namespace) -> list[str]:
     return [
         "subtypes=[FTC]",
         f"data.n_images={args.images}",
+        "data.prevalence={benign: 0.6, FTC: 0.4}",  # enough FTC cases for valid and test
         f"data.size={r}",
         f"coarse.resolution={r}",
         f"coarse.max_train_steps={args.steps}",
@@ -65,10 +73,14 @@ def pipeline_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def stage_rows(run: Path, steps: int, generated: int) -> dict:
-    timings = json.loads((run / "timings.json").read_text())
+    """One row per finished stage, from its cache marker (so a failed run still reports the
+    stages before the failure); stage name = its folder, e.g. generate/FTC -> generate-FTC."""
     rows = {}
-    for stage in timings["stages"]:
-        name = stage["stage"]
+    for marker in sorted(run.rglob(".tiger_stage.json")):
+        folder = marker.parent
+        name = "-".join(folder.relative_to(run).parts)
+        name = FOLDER_STAGES.get(name, name)
+        stage = json.loads(marker.read_text())
         row = {
             "passed": True,
             "peak_rss_gib": round(stage["peak_rss_mb"] / 1024, 2),
@@ -76,7 +88,7 @@ def stage_rows(run: Path, steps: int, generated: int) -> dict:
         }
         if stage.get("peak_gpu_mb"):
             row["peak_gpu_gib"] = round(stage["peak_gpu_mb"] / 1024, 2)
-        timing = run / name / "train_timing.json"
+        timing = folder / "train_timing.json"
         if timing.is_file():
             row["s_per_step"] = json.loads(timing.read_text())["seconds_per_step"]
         elif name.startswith("generate-"):
@@ -123,7 +135,7 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--images", type=int, default=40, help="phantom frames")
+    parser.add_argument("--images", type=int, default=80, help="phantom frames")
     parser.add_argument("--generated", type=int, default=4, help="images per mode")
     parser.add_argument("--optimizer", default="adamw8bit")
     parser.add_argument("--work", default="runs/real_scale")
@@ -159,10 +171,9 @@ def main() -> None:
     ]  # fmt: skip
     done = subprocess.run(command)
     results["pipeline_exit_code"] = done.returncode
-    stages = stage_rows(run, args.steps, args.generated) if (run / "timings.json").is_file() else {}
+    stages = stage_rows(run, args.steps, args.generated)
     if done.returncode != 0:
-        marker_stages = {p.parent.name for p in run.glob("*/.tiger_stage.json")}
-        stages = {name: {"passed": name in marker_stages} for name in marker_stages} | stages
+        results["failed_stage_log"] = sorted(str(p) for p in (run / "logs").glob("*.log"))[-1:]
     stages["coarse-lora"] = lora_run(args, twin, run, work)
     results["stages"] = stages
     results["all_passed"] = done.returncode == 0 and all(s["passed"] for s in stages.values())
