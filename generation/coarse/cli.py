@@ -6,16 +6,11 @@ flags override; `--profile quick|long` applies a CPU profile for the tiny defaul
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from generation.coarse.config import PROFILES, CoarseConfig, CoarseConfigError
 from generation.training import options
-from generation.training.launch import LaunchError, is_main_process, relaunch_cpu_workers
-from generation.training.memory import MemoryPlanError
-from generation.training.optim import OptimizerUnavailable
-from generation.training.state import CheckpointStateError
-from metadata.records import MetadataError
+from generation.training.launch import run_training_cli
 
 
 def build_parser():
@@ -32,27 +27,19 @@ def config_from_args(argv: list[str] | None = None) -> CoarseConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    arguments = sys.argv[1:] if argv is None else argv
-    try:
-        config = config_from_args(arguments)
-        relaunch_cpu_workers("generation.coarse.cli", arguments)
-        from generation.coarse.train import train_coarse
+    def train(config):
+        from generation.coarse.train import train_coarse  # after parsing: --help stays fast
 
-        output = train_coarse(config)
-    except (
-        CoarseConfigError,
-        MetadataError,
-        CheckpointStateError,
-        LaunchError,
-        MemoryPlanError,
-        OptimizerUnavailable,
-    ) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if is_main_process():
-        print(f"pipeline saved to {output}")
-    return 0
+        return train_coarse(config)
+
+    return run_training_cli(
+        "generation.coarse.cli",
+        config_from_args,
+        train,
+        "pipeline saved to {output}",
+        argv,
+        (CoarseConfigError,),
+    )
 
 
 if __name__ == "__main__":

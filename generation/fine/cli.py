@@ -6,16 +6,11 @@ override; `--profile quick|long` applies a CPU profile for the tiny default.
 
 from __future__ import annotations
 
-import logging
 import sys
 
 from generation.fine.config import PROFILES, FineConfig, FineConfigError
 from generation.training import options
-from generation.training.launch import LaunchError, is_main_process, relaunch_cpu_workers
-from generation.training.memory import MemoryPlanError
-from generation.training.optim import OptimizerUnavailable
-from generation.training.state import CheckpointStateError
-from metadata.records import MetadataError
+from generation.training.launch import run_training_cli
 
 
 def build_parser():
@@ -32,27 +27,19 @@ def config_from_args(argv: list[str] | None = None) -> FineConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    arguments = sys.argv[1:] if argv is None else argv
-    try:
-        config = config_from_args(arguments)
-        relaunch_cpu_workers("generation.fine.cli", arguments)
-        from generation.fine.train import train_fine
+    def train(config):
+        from generation.fine.train import train_fine  # after parsing: --help stays fast
 
-        output = train_fine(config)
-    except (
-        FineConfigError,
-        MetadataError,
-        CheckpointStateError,
-        LaunchError,
-        MemoryPlanError,
-        OptimizerUnavailable,
-    ) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if is_main_process():
-        print(f"fine-stage model saved to {output}")
-    return 0
+        return train_fine(config)
+
+    return run_training_cli(
+        "generation.fine.cli",
+        config_from_args,
+        train,
+        "fine-stage model saved to {output}",
+        argv,
+        (FineConfigError,),
+    )
 
 
 if __name__ == "__main__":

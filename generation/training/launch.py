@@ -11,8 +11,10 @@ folder.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from collections.abc import Callable
 
 RELAUNCHED = "TIGER_CPU_RELAUNCHED"
 RANK_VARIABLES = ("WORLD_SIZE", "RANK", "LOCAL_RANK")
@@ -107,3 +109,41 @@ def check_process_group(num_processes: int, cuda_available: bool) -> None:
 def is_main_process() -> bool:
     """Rank 0 (or no launcher): the one process that prints a stage's result."""
     return int(os.environ.get("RANK", "0") or 0) == 0
+
+
+def run_training_cli(
+    module: str,
+    parse: Callable[[list[str]], object],
+    train: Callable[[object], object],
+    done: str,
+    argv: list[str] | None,
+    config_errors: tuple[type[Exception], ...],
+) -> int:
+    """The body of a training stage's CLI: parse, fan out CPU workers when asked, train, and turn
+    every expected failure (config, data, checkpoint, launch, memory, optimizer) into one
+    `error: ...` line and exit code 2. Only rank 0 prints `done` (with {output})."""
+    from generation.training.memory import MemoryPlanError
+    from generation.training.optim import OptimizerUnavailable
+    from generation.training.state import CheckpointStateError
+    from metadata.records import MetadataError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    arguments = sys.argv[1:] if argv is None else argv
+    expected = (
+        *config_errors,
+        MetadataError,
+        CheckpointStateError,
+        LaunchError,
+        MemoryPlanError,
+        OptimizerUnavailable,
+    )
+    try:
+        config = parse(arguments)
+        relaunch_cpu_workers(module, arguments)
+        output = train(config)
+    except expected as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if is_main_process():
+        print(done.format(output=output))
+    return 0
