@@ -44,6 +44,9 @@ def main() -> None:
     parser.add_argument("--fine", required=True, help="fine-stage output folder")
     parser.add_argument("--data", required=True, help="Tiger dataset folder (the phantom)")
     parser.add_argument("--split", default="test", help="held-out split to generate from")
+    parser.add_argument(
+        "--splits", default=None, help="classifier splits.json (default: the fine run's)"
+    )
     parser.add_argument("--limit", type=int, default=60)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--guidance", type=float, default=4.0)
