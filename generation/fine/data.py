@@ -128,6 +128,13 @@ def load_fine_dataset(
         records = records_in_splits(checked, splits_file, (split,), False, meta_file)
     else:
         raise MetadataError(meta_file, f"the {split!r} split needs a splits file")
+    return fine_dataset(meta_file, records, resolution, prompt_background)
+
+
+def fine_dataset(
+    meta_file: Path, records: list[MetadataRecord], resolution: int, prompt_background: str
+) -> FineDataset:
+    """Checked records (paths relative to `meta_file`) as the fine stage's items."""
     images = [resolve(meta_file, r.file_name) for r in records]
     fgs = [resolve(meta_file, r.condition_FG) for r in records]
     bgs = [resolve(meta_file, r.condition_BG) for r in records]

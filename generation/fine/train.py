@@ -22,7 +22,7 @@ import torch
 from diffusers.optimization import get_scheduler
 
 from generation.fine.config import FineConfig
-from generation.fine.data import ConditionCache, FineDataset, flip_where, load_fine_dataset
+from generation.fine.data import ConditionCache, FineDataset, fine_dataset, flip_where
 from generation.fine.model import (
     BG_FOLDER,
     FG_FOLDER,
@@ -71,7 +71,9 @@ from generation.training.progress import TIMING_FILE, Progress
 from generation.training.randomness import batch_indices, random_crops, step_generator
 from generation.training.state import TrainingState
 from metadata.atomic import save_png, write_json
-from metadata.validate import SKIPPED_FILE
+from metadata.records import MetadataRecord
+from metadata.subset import records_in_splits, training_records
+from metadata.validate import SKIPPED_FILE, read_dataset
 
 LOGGER = logging.getLogger(__name__)
 RUN_FILE = "tiger_fine.json"
@@ -268,21 +270,20 @@ def save_fine_folder(
 
 
 def validation_items(
-    config: FineConfig, prompt_background: str, training: FineDataset
+    config: FineConfig,
+    prompt_background: str,
+    meta_file: Path,
+    checked: list[MetadataRecord],
+    training: FineDataset,
 ) -> FineDataset | None:
-    """Held-out (valid split) items when the splits file has some, else the training items."""
+    """Held-out (valid split) items when the splits file has some, else the training items;
+    drawn from the records already read and checked for training."""
     if config.num_validation_items <= 0:
         return None
     if config.splits_file:
         try:
-            return load_fine_dataset(
-                config.train_data_dir,
-                config.resolution,
-                prompt_background,
-                config.splits_file,
-                skip_bad=config.skip_bad,
-                split="valid",
-            )
+            valid = records_in_splits(checked, config.splits_file, ("valid",), False, meta_file)
+            return fine_dataset(meta_file, valid, config.resolution, prompt_background)
         except ValueError:
             pass
     return training
@@ -304,15 +305,13 @@ def train_fine(config: FineConfig, step_callback: Callable[[int], None] | None =
 
     components = load_pipeline_components(config.coarse_model_path)
     prompt_background = config.prompt_background or coarse_prompt_background(components.source)
-    dataset = load_fine_dataset(
-        config.train_data_dir,
-        config.resolution,
-        prompt_background,
-        config.splits_file,
-        config.all_cases,
-        config.skip_bad,
-        output / SKIPPED_FILE if config.skip_bad else None,
+    meta_file, checked = read_dataset(
+        config.train_data_dir, config.skip_bad, output / SKIPPED_FILE if config.skip_bad else None
     )
+    records, _ = training_records(
+        meta_file, checked, config.splits_file, config.all_cases, "fine stage"
+    )
+    dataset = fine_dataset(meta_file, records, config.resolution, prompt_background)
     unet, vae, text_encoder = components.unet, components.vae, components.text_encoder
     for frozen in (unet, vae, text_encoder):
         frozen.requires_grad_(False)
@@ -379,7 +378,7 @@ def train_fine(config: FineConfig, step_callback: Callable[[int], None] | None =
         LOGGER.info("resumed from %s at step %d", resume_path, global_step)
     last_checkpoint = resume_path
 
-    valid_data = validation_items(config, prompt_background, dataset)
+    valid_data = validation_items(config, prompt_background, meta_file, checked, dataset)
     if accelerator.is_main_process:
         if log_with:
             scalars = {

@@ -57,14 +57,6 @@ def feature_volume(unet_channels: list[int], latent_size: int, layers_per_block:
     return volume
 
 
-def parameter_count(modules) -> int:
-    return sum(p.numel() for module in modules for p in module.parameters())
-
-
-def trained_count(modules) -> int:
-    return sum(p.numel() for module in modules for p in module.parameters() if p.requires_grad)
-
-
 def training_plan(
     stage: str,
     trained: int,
