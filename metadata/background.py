@@ -51,7 +51,10 @@ def background_region(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     radius = max(1, round(0.03 * grey.shape[0]))
     structure = ndimage.generate_binary_structure(2, 1)
     nodule = ndimage.binary_dilation(mask > 0, structure, iterations=radius)
-    border = ndimage.median_filter(grey, size=5) < 8
+    # "5x5 median below 8", counted: a 25-pixel median is below 8 exactly when 13 or more of
+    # the pixels are, and a box count is ~30x faster than scipy's rank filter.
+    dark = ndimage.uniform_filter((grey < 8).astype(np.float32), size=5)
+    border = dark > 12.5 / 25
     return ~nodule & ~border
 
 

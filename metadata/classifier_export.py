@@ -1,7 +1,10 @@
 """Export a dataset folder to the classifier layout CROOT/SUBTYPE/{train,valid,test}/{0,1}/.
 
-One binary task per non-benign class present (1 = that class, 0 = benign), all tasks sharing
-one case-level split so a benign patient is in the same split for every task. `splits.json`
+One binary task per positive class of the dataset's label set present (1 = that class, 0 = the
+negative class: benign for thyroid), all tasks sharing one case-level split so a negative patient
+is in the same split for every task. Frames of a lesion-free class are split too (so only train
+cases reach the generators) but enter no task unless the label set declares that class negative
+or positive. `splits.json`
 records every assignment. Synthetic records only ever enter train/: a split file that puts one
 elsewhere, or a synthetic image derived from a validation/test case, is refused.
 """
@@ -14,7 +17,8 @@ import shutil
 from pathlib import Path
 
 from metadata.atomic import staging_dir, write_json
-from metadata.records import MetadataRecord, resolve
+from metadata.labelset import LabelSet, read_labelset
+from metadata.records import MetadataRecord, dataset_root, resolve
 from metadata.splits import (
     SplitConfig,
     SyntheticLeakError,
@@ -22,14 +26,16 @@ from metadata.splits import (
     check_no_synthetic_outside_train,
 )
 from metadata.validate import read_dataset
-from metadata.vocabulary import BENIGN, UNLABELLED
+from metadata.vocabulary import UNLABELLED
 
 SPLITS_FILE = "splits.json"
 
 
-def task_labels(records: list[MetadataRecord]) -> list[str]:
+def task_labels(records: list[MetadataRecord], labels: LabelSet | None = None) -> list[str]:
+    """The positive classes with at least one real image, in the label set's order."""
+    labels = labels or LabelSet.thyroid()
     present = {record.label for record in records if not record.synthetic}
-    return sorted(present - {BENIGN, UNLABELLED, ""})
+    return [label for label in labels.positives if label in present]
 
 
 def link_or_copy(source: Path, target: Path) -> None:
@@ -65,6 +71,7 @@ def export_classifier_layout(
     """Write CROOT atomically; returns the path of splits.json."""
     config = config or SplitConfig()
     meta_file, checked = read_dataset(location)
+    labels = read_labelset(dataset_root(meta_file))
     records = [r for r in checked if r.label and r.label != UNLABELLED]
     splits = assign_records(records, config)
     if split_override:
@@ -76,15 +83,18 @@ def export_classifier_layout(
         splits = {r.file_name: split_override[r.file_name] for r in records}
     check_no_synthetic_outside_train(records, splits)
     check_reference_leak(records, splits)
-    tasks = task_labels(records)
+    tasks = task_labels(records, labels)
     if not tasks:
-        raise ValueError(f"{meta_file}: no non-benign class to build a classifier task for")
+        raise ValueError(
+            f"{meta_file}: no image of a positive class {list(labels.positives)} to build a "
+            "classifier task for"
+        )
     assignments = {}
     with staging_dir(out_root) as staging:
         for record in records:
             split = splits[record.file_name]
             source = resolve(meta_file, record.file_name)
-            targets = [t for t in tasks if record.label in (t, BENIGN)]
+            targets = [t for t in tasks if record.label in (t, labels.negative)]
             for task in targets:
                 target_class = "1" if record.label == task else "0"
                 link_or_copy(
@@ -105,6 +115,7 @@ def export_classifier_layout(
                 "valid_fraction": config.valid_fraction,
                 "test_fraction": config.test_fraction,
                 "tasks": tasks,
+                "labels": labels.to_json(),
                 "assignments": assignments,
             },
         )

@@ -21,6 +21,18 @@ def parse_prevalence(text: str) -> dict[str, float]:
         raise argparse.ArgumentTypeError(f"expected CLASS=WEIGHT,..., got {text!r}") from None
 
 
+LABELS_HELP = (
+    "label-set JSON: negative, positives, rare, lesion_free, words, attribute_words "
+    "(metadata/labelset.py; default: thyroid benign/PTC/FTC/MTC/malignant)"
+)
+SKIP_HELP = "leave bad inputs out (listed in OUT/skipped.json) instead of stopping"
+CONFLICTS_HELP = (
+    "leave out groups of near-identical frames filed under different labels (listed in "
+    "OUT/duplicate_cases.json) instead of refusing the import"
+)
+WORKERS_HELP = "processes for the import (default: the CPUs, at most 8; 1: no pool)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tiger-metadata", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -38,12 +50,44 @@ def build_parser() -> argparse.ArgumentParser:
     ddti = commands.add_parser("ddti", help="import DDTI (../shared/data/ddti layout)")
     ddti.add_argument("--src", type=Path, required=True)
     ddti.add_argument("--out", type=Path, required=True)
-    ddti.add_argument("--skip-bad", action="store_true")
+    ddti.add_argument("--skip-bad", action="store_true", help=SKIP_HELP)
+    ddti.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
 
-    generic = commands.add_parser("generic", help="import images + masks + attributes CSV")
-    generic.add_argument("--csv", type=Path, required=True)
-    generic.add_argument("--out", type=Path, required=True)
-    generic.add_argument("--skip-bad", action="store_true")
+    from metadata.importers import folders as folders_doc
+    from metadata.importers import generic as generic_doc
+
+    generic = commands.add_parser(
+        "generic",
+        help="import images + masks + a CSV (one row per image)",
+        description=generic_doc.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    generic.add_argument("--csv", type=Path, required=True, help="the CSV (paths relative to it)")
+    generic.add_argument("--out", type=Path, required=True, help="the dataset folder to write")
+    generic.add_argument("--labels", type=Path, default=None, help=LABELS_HELP)
+    generic.add_argument("--skip-bad", action="store_true", help=SKIP_HELP)
+    generic.add_argument("--drop-conflicts", action="store_true", help=CONFLICTS_HELP)
+    generic.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
+
+    folders = commands.add_parser(
+        "folders",
+        help="import class folders: ROOT/<class>/NAME.png + NAME_mask*.png",
+        description=folders_doc.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    folders.add_argument("--root", type=Path, required=True, help="ROOT holding one folder/class")
+    folders.add_argument("--out", type=Path, required=True, help="the dataset folder to write")
+    folders.add_argument("--labels", type=Path, default=None, help=LABELS_HELP)
+    folders.add_argument("--negative", default=None, help="the negative class (e.g. benign)")
+    folders.add_argument(
+        "--lesion-free", default=None, help="the class whose frames have no lesion (e.g. normal)"
+    )
+    folders.add_argument(
+        "--rare", nargs="+", default=None, help="positives to augment (default: every positive)"
+    )
+    folders.add_argument("--skip-bad", action="store_true", help=SKIP_HELP)
+    folders.add_argument("--drop-conflicts", action="store_true", help=CONFLICTS_HELP)
+    folders.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
 
     tiger = commands.add_parser("tiger", help="import an existing Tiger-style folder")
     tiger.add_argument("--src", type=Path, required=True)
@@ -93,11 +137,36 @@ def run(args: argparse.Namespace) -> str:
     if args.command == "ddti":
         from metadata.importers.ddti import import_ddti
 
-        return str(import_ddti(args.src, args.out, skip_bad=args.skip_bad))
+        return str(import_ddti(args.src, args.out, skip_bad=args.skip_bad, workers=args.workers))
     if args.command == "generic":
         from metadata.importers.generic import import_generic
 
-        return str(import_generic(args.csv, args.out, skip_bad=args.skip_bad))
+        return str(
+            import_generic(
+                args.csv,
+                args.out,
+                skip_bad=args.skip_bad,
+                labels_file=args.labels,
+                drop_conflicts=args.drop_conflicts,
+                workers=args.workers,
+            )
+        )
+    if args.command == "folders":
+        from metadata.importers.folders import import_folders
+
+        return str(
+            import_folders(
+                args.root,
+                args.out,
+                labels_file=args.labels,
+                negative=args.negative,
+                lesion_free=args.lesion_free,
+                rare=args.rare,
+                skip_bad=args.skip_bad,
+                drop_conflicts=args.drop_conflicts,
+                workers=args.workers,
+            )
+        )
     if args.command == "tiger":
         from metadata.importers.tiger import import_tiger_folder
 
@@ -151,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     except (MetadataError, ValueError) as error:
         print(f"tiger-metadata {args.command}: error: {error}", file=sys.stderr)
         return 2
-    if getattr(args, "skip_bad", False) and args.command in ("ddti", "generic", "tiger"):
+    if getattr(args, "skip_bad", False) and args.command in ("ddti", "generic", "folders", "tiger"):
         for line in skip_report(Path(args.out)):
             print(line, file=sys.stderr)
     print(result)

@@ -10,9 +10,10 @@ cases lies between 0.95 and 0.99; independent phantom cases stay below 0.85.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 THUMBNAIL = 32
 THRESHOLD = 0.98
@@ -65,3 +66,34 @@ def find_duplicate_cases(
     for case in sorted(set(case_ids)):
         members.setdefault(root(case), []).append(case)
     return DuplicateCases(sorted(group for group in members.values() if len(group) > 1))
+
+
+def save_duplicate_grid(
+    records: list, groups: list[list[str]], root: Path, out: Path, rows: int = 12, tile: int = 64
+) -> Path:
+    """A picture of the first `rows` groups: one row per group, one frame per case, with the
+    case and label written under each, so a reader can check the merge (and any conflict)."""
+    from metadata.atomic import save_png
+
+    first_frame: dict[str, object] = {}
+    for record in records:
+        first_frame.setdefault(record.attributes.get("listed_case_id", record.case_id), record)
+    widest = max((len(group) for group in groups[:rows]), default=1)
+    canvas = Image.new("L", (widest * tile, min(rows, len(groups)) * (tile + 12)), 0)
+    draw = ImageDraw.Draw(canvas)
+    for row, group in enumerate(groups[:rows]):
+        for column, case in enumerate(group):
+            record = first_frame.get(case)
+            if record is None:
+                continue
+            with Image.open(root / "init_image" / record.file_name) as picture:
+                canvas.paste(
+                    picture.convert("L").resize((tile, tile)), (column * tile, row * (tile + 12))
+                )
+            draw.text(
+                (column * tile + 2, row * (tile + 12) + tile),
+                f"{case}:{record.label}"[:12],
+                fill=255,
+            )
+    save_png(out, canvas)
+    return out

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from metadata.atomic import staging_dir, write_json
 from metadata.classifier_export import link_or_copy
+from metadata.labelset import LABELS_FILE
 from metadata.records import (
     MetadataError,
     MetadataRecord,
@@ -23,6 +24,7 @@ from metadata.records import (
     write_metadata,
 )
 from metadata.validate import read_dataset
+from metadata.vocabulary import VOCABULARY_FILE
 
 SUBSET_FILE = "subset.json"  # in a subset's ROOT: which splits it keeps, from which splits.json
 
@@ -53,6 +55,9 @@ def write_split_subset(
             {"splits_file": str(Path(splits_file).resolve()), "keep": sorted(keep_splits)},
         )
         written = write_metadata(staging, kept)
+        for side in (LABELS_FILE, VOCABULARY_FILE):  # the words the kept records may use
+            if (dataset_root(meta_file) / side).is_file():
+                link_or_copy(dataset_root(meta_file) / side, staging / side)
         for record in kept:
             for relative in (record.file_name, record.condition_FG, record.condition_BG):
                 link_or_copy(resolve(meta_file, relative), (written.parent / relative).resolve())

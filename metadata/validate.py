@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from metadata.atomic import write_json
+from metadata.labelset import LABELS_FILE, read_labelset
 from metadata.records import (
     MetadataError,
     MetadataRecord,
@@ -72,18 +73,43 @@ def inside(path: Path, root: Path) -> bool:
 
 
 def load_vocabulary(root: Path) -> DatasetVocabulary:
-    """Built-in vocabulary, extended by ROOT/vocabulary.json when the dataset has one."""
-    builtin = DatasetVocabulary.builtin()
-    path = root / VOCABULARY_FILE
-    if not path.is_file():
-        return builtin
+    """The labels of the dataset's label set (ROOT/labels.json; thyroid by default) and the
+    built-in words plus the label set's, extended by ROOT/vocabulary.json when there is one."""
     try:
-        data = json.loads(path.read_text("utf-8"))
-        labels = [str(v) for v in data.get("labels", [])]
-        phrases = [str(v) for v in data.get("text_nd_phrases", [])]
-    except (json.JSONDecodeError, AttributeError, TypeError) as error:
-        raise MetadataError(path, f"not a vocabulary file ({error})") from None
-    return DatasetVocabulary(builtin.labels | set(labels), builtin.phrases | set(phrases))
+        labelset = read_labelset(root)
+    except ValueError as error:
+        raise MetadataError(root / LABELS_FILE, str(error)) from None
+    builtin = DatasetVocabulary.builtin()
+    labels = set(labelset.labels) if (root / LABELS_FILE).is_file() else set(builtin.labels)
+    phrases = set(builtin.phrases) | labelset.phrases()
+    path = root / VOCABULARY_FILE
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text("utf-8"))
+            labels |= {str(v) for v in data.get("labels", [])}
+            phrases |= {str(v) for v in data.get("text_nd_phrases", [])}
+        except (json.JSONDecodeError, AttributeError, TypeError) as error:
+            raise MetadataError(path, f"not a vocabulary file ({error})") from None
+    return DatasetVocabulary(frozenset(labels), frozenset(phrases), labelset.lesion_free)
+
+
+def check_mask(
+    picture: Image.Image,
+    record: MetadataRecord,
+    path: Path,
+    meta_file: Path,
+    line_no: int,
+    vocabulary: DatasetVocabulary | None,
+) -> None:
+    """A lesion class needs a lesion; the lesion-free class (and only it) has an empty mask."""
+    empty = not (np.asarray(picture.convert("L")) > MASK_THRESHOLD).any()
+    lesion_free = vocabulary is not None and record.label == vocabulary.lesion_free
+    if empty and not lesion_free:
+        raise MetadataError(meta_file, f"condition_FG {path} is an empty mask", line_no)
+    if lesion_free and not empty:
+        raise MetadataError(
+            meta_file, f"condition_FG {path}: class {record.label!r} is lesion-free", line_no
+        )
 
 
 def check_record(
@@ -107,8 +133,8 @@ def check_record(
             raise MetadataError(meta_file, f"{role} path {relative!r} escapes {root}", line_no)
         picture = open_checked(path, meta_file, line_no, role)
         sizes[role] = picture.size
-        if role == "condition_FG" and not (np.asarray(picture.convert("L")) > MASK_THRESHOLD).any():
-            raise MetadataError(meta_file, f"condition_FG {path} is an empty mask", line_no)
+        if role == "condition_FG":
+            check_mask(picture, record, path, meta_file, line_no, vocabulary)
     if len(set(sizes.values())) != 1:
         detail = ", ".join(f"{role} {w}x{h}" for role, (w, h) in sizes.items())
         raise MetadataError(meta_file, f"size mismatch: {detail}", line_no)

@@ -6,9 +6,11 @@ module, so a word means the same thing everywhere and `text_nd` always has the s
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
+
+from metadata.labelset import LabelSet
 
 # Class labels used across the project. "malignant" is the DDTI label, where no subtype is known;
 # "unlabelled" images feed the diffusion stages but never a classifier task.
@@ -66,34 +68,38 @@ class NoduleAttributes:
     calcifications: str | None = None
     halo: bool | None = None
     size: str | None = None
+    other: dict[str, str] = field(default_factory=dict)  # a label set's own attribute words
 
     def __post_init__(self) -> None:
-        if self.label not in CLASS_LABELS:
-            raise ValueError(f"unknown class label {self.label!r}; expected one of {CLASS_LABELS}")
+        # Which labels a dataset allows is its label set's business (metadata.labelset); here
+        # only the form is checked, since the label becomes a folder name and a text phrase.
+        if not isinstance(self.label, str) or not self.label.strip() or "," in self.label:
+            raise ValueError(f"class label {self.label!r} must be a non-empty word without ','")
         for name, allowed in ATTRIBUTE_VALUES.items():
             value = getattr(self, name)
             if value is not None and value not in allowed:
                 raise ValueError(f"unknown {name} {value!r}; expected one of {allowed}")
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """Flat: a label set's own attributes sit beside the built-in ones."""
+        data = asdict(self)
+        other = data.pop("other")
+        return {**data, **other}
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> NoduleAttributes:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+    def from_dict(cls, data: dict[str, object], labels: LabelSet | None = None) -> NoduleAttributes:
+        names = {f.name for f in fields(cls)} - {"other"}
+        own = labels.attribute_words if labels else {}
+        other = {k: str(v) for k, v in data.items() if k in own and v}
+        return cls(**{k: v for k, v in data.items() if k in names}, other=other)
 
 
-def malignancy_word(label: str) -> str:
-    return "benign" if label == BENIGN else "malignant"
-
-
-def compose_text_nd(attributes: NoduleAttributes) -> str:
-    """Fixed order: malignancy, subtype, composition, echogenicity, shape, margins,
-    calcifications, halo, size."""
-    parts = [] if attributes.label == UNLABELLED else [malignancy_word(attributes.label)]
-    if attributes.label in SUBTYPE_WORDS:
-        parts.append(SUBTYPE_WORDS[attributes.label])
+def compose_text_nd(attributes: NoduleAttributes, labels: LabelSet | None = None) -> str:
+    """Fixed order: the label's words (thyroid: malignancy, subtype), composition,
+    echogenicity, shape, margins, calcifications, halo, size, then the label set's own
+    attributes in its declared order."""
+    labels = labels or LabelSet.thyroid()
+    parts = labels.text_words(attributes.label)
     if attributes.composition:
         parts.append(attributes.composition)
     if attributes.echogenicity:
@@ -109,6 +115,9 @@ def compose_text_nd(attributes: NoduleAttributes) -> str:
         parts.append("halo")
     if attributes.size:
         parts.append(attributes.size)
+    for name in labels.attribute_words:
+        if attributes.other.get(name):
+            parts.append(attributes.other[name])
     return ", ".join(parts)
 
 
@@ -166,10 +175,11 @@ def fill_measured(attributes: NoduleAttributes, mask: np.ndarray) -> NoduleAttri
     if attributes.shape is not None and attributes.size is not None:
         return attributes
     geometry = measure_mask(mask)
-    data = attributes.to_dict()
-    data["shape"] = attributes.shape or geometry.shape
-    data["size"] = attributes.size or geometry.size
-    return NoduleAttributes.from_dict(data)
+    return replace(
+        attributes,
+        shape=attributes.shape or geometry.shape,
+        size=attributes.size or geometry.size,
+    )
 
 
 def text_nd_phrases() -> frozenset[str]:
@@ -200,6 +210,7 @@ class DatasetVocabulary:
 
     labels: frozenset[str]
     phrases: frozenset[str]
+    lesion_free: str | None = None  # the label set's class whose frames have no lesion
 
     @classmethod
     def builtin(cls) -> DatasetVocabulary:

@@ -134,7 +134,12 @@ def load_fine_dataset(
 def fine_dataset(
     meta_file: Path, records: list[MetadataRecord], resolution: int, prompt_background: str
 ) -> FineDataset:
-    """Checked records (paths relative to `meta_file`) as the fine stage's items."""
+    """Checked records (paths relative to `meta_file`) as the fine stage's items. Lesion-free
+    frames are left out: the foreground branch learns lesions from masks (those frames train the
+    coarse stage and serve as backgrounds)."""
+    records = [r for r in records if not r.attributes.get("lesion_free")]
+    if not records:
+        raise MetadataError(meta_file, "fine stage: no frame with a lesion to learn from")
     images = [resolve(meta_file, r.file_name) for r in records]
     fgs = [resolve(meta_file, r.condition_FG) for r in records]
     bgs = [resolve(meta_file, r.condition_BG) for r in records]

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from metadata.labelset import LabelSet
 from metadata.records import MetadataRecord
 from metadata.vocabulary import (
     ATTRIBUTE_VALUES,
-    CLASS_LABELS,
     UNLABELLED,
     NoduleAttributes,
     compose_text_nd,
@@ -109,9 +109,8 @@ class AttributeStats:
 
     @classmethod
     def from_records(cls, records: list[MetadataRecord], label: str) -> AttributeStats:
-        allowed = tuple(c for c in CLASS_LABELS if c != UNLABELLED)
-        if label not in allowed:
-            raise AttributeSpecError(f"unknown label {label!r}; expected one of {allowed}")
+        if label in ("", UNLABELLED):
+            raise AttributeSpecError(f"cannot generate {label!r} images: name a class")
         own = [r for r in records if r.label == label and not r.synthetic]
         marginals = {name: Counter() for name in ATTRIBUTES}
         seen = {name: set() for name in ATTRIBUTES}
@@ -160,6 +159,7 @@ def to_nodule_attributes(label: str, values: dict[str, str]) -> NoduleAttributes
     return NoduleAttributes.from_dict({"label": label, **data})
 
 
-def prompt_text(label: str, values: dict[str, str]) -> str:
-    """`text_nd` for a label and attribute words, in the vocabulary's fixed order."""
-    return compose_text_nd(to_nodule_attributes(label, values))
+def prompt_text(label: str, values: dict[str, str], labels: LabelSet | None = None) -> str:
+    """`text_nd` for a label and attribute words, in the vocabulary's fixed order (the label
+    written in the dataset's label-set words)."""
+    return compose_text_nd(to_nodule_attributes(label, values), labels)

@@ -31,10 +31,14 @@ from metadata.splits import SplitConfig
 from metadata.vocabulary import measure_mask
 
 
-def real_splits(dataset, splits_file=None, split: SplitConfig | None = None):
-    """(meta_file, train records, held-out records) of the labelled real images, split as
-    generation split them (`sources.labelled_splits`: the splits file or an explicit split)."""
+def real_splits(dataset, splits_file=None, split: SplitConfig | None = None, size: int = 0):
+    """(meta_file, train records, held-out records) of the labelled real images with a lesion
+    (one still there at `size` px), split as generation split them (`sources.labelled_splits`:
+    the splits file or an explicit split)."""
     meta_file, records, splits, _ = labelled_splits(dataset, splits_file, split)
+    records = [r for r in records if not r.attributes.get("lesion_free")]
+    if size:
+        records = [r for r in records if load_mask(resolve(meta_file, r.condition_FG), size).any()]
     train = [r for r in records if splits.get(r.file_name) == "train"]
     held = [r for r in records if splits.get(r.file_name) in ("valid", "test")]
     if not train or not held:
@@ -84,7 +88,7 @@ def evaluate_generation(
     gen = Path(gen_dir)
     rows = read_rows(gen)
     size = int(rows[0].get("resolution") or 128)
-    meta_file, train, held = real_splits(dataset, splits_file, split)
+    meta_file, train, held = real_splits(dataset, splits_file, split, size)
     probe = probe or fit_probe(meta_file, train, held, size)
     images = [gen / r["file_name"] for r in rows]
     masks = [load_mask(Path(gen, r["condition_FG"]), size) for r in rows]

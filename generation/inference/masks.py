@@ -19,6 +19,7 @@ from PIL import Image
 
 from generation.inference.sources import TrainSource
 from metadata.phantom import nodule_coordinates, sample_geometry
+from metadata.records import MetadataRecord
 from metadata.vocabulary import SHAPES, SIZES, NoduleAttributes, measure_mask
 
 MASK_SOURCES = ("real", "procedural", "mixed")
@@ -94,11 +95,19 @@ class MaskBank:
             raise ValueError(f"mask source {self.config.source!r} must be one of {MASK_SOURCES}")
         self.source = source
         self.resolution = resolution
-        self.records = list(source.records)
         self._cache: dict[str, np.ndarray] = {}
+        # Never an empty mask: lesion-free frames have none, and a small lesion can vanish at
+        # the working resolution (the pipeline's preflight reports those before training).
+        self.records = [
+            record
+            for record in source.records
+            if not record.attributes.get("lesion_free") and self.real_mask_of(record).any()
+        ]
 
     def real_mask(self, index: int) -> np.ndarray:
-        record = self.records[index]
+        return self.real_mask_of(self.records[index])
+
+    def real_mask_of(self, record: MetadataRecord) -> np.ndarray:
         if record.file_name not in self._cache:
             self._cache[record.file_name] = load_mask(self.source.fg_path(record), self.resolution)
         return self._cache[record.file_name]

@@ -90,7 +90,7 @@ def plan_diversify(
                 label=label,
                 seed=image_seed(seed, index, 1),
                 attributes=values,
-                text_nd=prompt_text(label, values),
+                text_nd=prompt_text(label, values, source.labels),
                 text_bg=background.text_bg,
                 condition_BG=str(source.bg_path(background)),
                 # The background map is the real case this image leans on most.
@@ -167,7 +167,7 @@ def plan_reference(
         ref = chosen[index % len(chosen)]
         values = attribute_dict(ref)
         values.update({name: vals[0] for name, vals in constraints.fixed.items()})
-        text_nd = prompt_text(label, values) if constraints.fixed else ref.text_nd
+        text_nd = prompt_text(label, values, source.labels) if constraints.fixed else ref.text_nd
         bg_record = ref if background == "keep" else draw_background(source.records, seed, index)
         cases = sorted({ref.case_id, bg_record.case_id})
         job = Job(

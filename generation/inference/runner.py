@@ -24,10 +24,10 @@ from generation.inference.engine import (
 from generation.inference.masks import MaskBank, MaskBankConfig
 from generation.inference.plan import MODES, Job, plan_diversify, plan_reference
 from generation.inference.prompts import PromptConfig
-from generation.inference.sources import load_train_source
+from generation.inference.sources import TrainSource, load_train_source
 from generation.offline import enforce_offline
 from metadata.splits import SplitConfig
-from metadata.vocabulary import CLASS_LABELS
+from metadata.vocabulary import UNLABELLED
 
 LOGGER = logging.getLogger(__name__)
 
@@ -57,8 +57,8 @@ class GenerationRequest:
     def validate(self) -> GenerationRequest:
         if self.mode not in MODES:
             raise GenerationError(f"mode {self.mode!r} must be one of {MODES}")
-        if self.label not in CLASS_LABELS:
-            raise GenerationError(f"--label {self.label!r} must be one of {CLASS_LABELS}")
+        if not self.label or self.label == UNLABELLED:
+            raise GenerationError("--label must name a class of the dataset's label set")
         if self.num_images < 1:
             raise GenerationError("--num-images must be >= 1")
         if not Path(self.model).is_dir():
@@ -98,12 +98,24 @@ def plan_jobs(request: GenerationRequest, source) -> list[Job]:
     )  # fmt: skip
 
 
+def check_label(label: str, source: TrainSource) -> None:
+    """The label must be a lesion class of the dataset's label set (the generator draws lesions)."""
+    labels = source.labels
+    lesion_classes = [c for c in labels.classes if c != labels.lesion_free]
+    if label not in lesion_classes:
+        raise GenerationError(
+            f"--label {label!r} must be one of the lesion classes {lesion_classes} of "
+            f"{source.meta_file}'s label set"
+        )
+
+
 def run_generation(request: GenerationRequest, pipe=None) -> dict:
     """Plan, (re)load the model unless `pipe` is given, generate what is missing; a summary."""
     request.validate()
     out_dir = Path(request.out_dir)
     enforce_offline(out_dir)
     source = load_train_source(request.dataset, request.splits_file, request.split)
+    check_label(request.label, source)
     jobs = plan_jobs(request, source)
     identity = identity_for(
         request.model, out_dir, request.mode, request.label, request.seed,

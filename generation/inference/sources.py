@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from metadata.records import MetadataError, MetadataRecord, resolve
+from metadata.labelset import LabelSet, read_labelset
+from metadata.records import MetadataError, MetadataRecord, dataset_root, resolve
 from metadata.splits import SplitConfig, assign_records
 from metadata.subset import is_train_only
 from metadata.validate import read_dataset
@@ -26,6 +27,7 @@ class TrainSource:
     meta_file: Path
     records: list[MetadataRecord]
     split_origin: str
+    labels: LabelSet = field(default_factory=LabelSet.thyroid)
 
     def path(self, relative: str) -> Path:
         return resolve(self.meta_file, relative)
@@ -100,4 +102,5 @@ def load_train_source(
     train = [r for r in records if splits.get(r.file_name) == "train"]
     if not train:
         raise MetadataError(meta_file, "the train split is empty")
-    return TrainSource(meta_file=meta_file, records=train, split_origin=origin)
+    labels = read_labelset(dataset_root(meta_file))
+    return TrainSource(meta_file=meta_file, records=train, split_origin=origin, labels=labels)

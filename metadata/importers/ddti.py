@@ -106,6 +106,17 @@ def ddti_samples(source: Path) -> Iterator[Sample | SkippedSample]:
 
 
 def import_ddti(
-    source: str | os.PathLike, out_root: str | os.PathLike, skip_bad: bool = False
+    source: str | os.PathLike,
+    out_root: str | os.PathLike,
+    skip_bad: bool = False,
+    workers: int | None = None,
 ) -> Path:
-    return build_dataset(ddti_samples(Path(source)), out_root, skip_bad=skip_bad)
+    label_file = Path(source) / LABEL_FILE
+    total = (
+        sum(1 for line in label_file.read_text().splitlines() if line.strip())
+        if label_file.is_file()
+        else None
+    )
+    return build_dataset(
+        ddti_samples(Path(source)), out_root, skip_bad=skip_bad, total=total, workers=workers
+    )

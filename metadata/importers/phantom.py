@@ -53,7 +53,7 @@ def build_phantom_dataset(
     if n_images < 1:
         raise ValueError(f"n_images must be positive, got {n_images}")
     config = config or PhantomConfig(size=size, seed=seed)
-    meta_file = build_dataset(phantom_samples(n_images, config), out_root)
+    meta_file = build_dataset(phantom_samples(n_images, config), out_root, total=n_images)
     write_json(
         dataset_root(meta_file) / PHANTOM_CONFIG_FILE,
         {"n_images": n_images, **config.__dict__},

@@ -12,6 +12,7 @@ measured numbers in front (our three words when the user gave none).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,8 @@ import numpy as np
 
 from metadata.atomic import save_png, staging_dir, write_json
 from metadata.background import BackgroundStats, compose_text_bg, measure_background
+from metadata.builder import DATASET_FORMAT, DATASET_MARKER, sha256
+from metadata.classifier_export import link_or_copy
 from metadata.importers.images import read_grey, read_mask
 from metadata.records import (
     BG_DIR,
@@ -32,9 +35,10 @@ from metadata.records import (
     dataset_root,
     metadata_path,
     read_metadata,
+    resolve,
     write_metadata,
 )
-from metadata.validate import inside
+from metadata.validate import inside, read_dataset
 from metadata.vocabulary import (
     BENIGN,
     CLASS_LABELS,
@@ -107,11 +111,42 @@ def declared_vocabulary(records: list[MetadataRecord]) -> DatasetVocabulary:
     return DatasetVocabulary(builtin.labels, builtin.phrases | phrases)
 
 
+def is_built_dataset(root: Path) -> bool:
+    """A folder our builder finished, its records unedited since: nothing to convert."""
+    try:
+        marker = json.loads((root / DATASET_MARKER).read_text("utf-8"))
+        meta_file = root / IMAGE_DIR / METADATA_FILE
+        return (
+            isinstance(marker, dict)
+            and marker.get("format") == DATASET_FORMAT
+            and marker.get("metadata_sha256") == sha256(meta_file)
+        )
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def adopt_dataset(root: Path, out_root: str | os.PathLike) -> Path:
+    """Check a finished dataset (every check every stage makes) and hard-link it into place:
+    seconds, where converting it again would decode and measure every frame."""
+    meta_file, records = read_dataset(root)
+    with staging_dir(out_root) as staging:
+        for side in sorted(root.iterdir()):
+            if side.is_file() and side.suffix in (".json", ".png"):
+                link_or_copy(side, staging / side.name)
+        written = write_metadata(staging, records)
+        for record in records:
+            for relative in (record.file_name, record.condition_FG, record.condition_BG):
+                link_or_copy(resolve(meta_file, relative), (written.parent / relative).resolve())
+    return Path(out_root) / IMAGE_DIR / METADATA_FILE
+
+
 def import_tiger_folder(
     location: str | os.PathLike, out_root: str | os.PathLike, skip_bad: bool = False
 ) -> Path:
     meta_file = metadata_path(location)
     root = dataset_root(meta_file).resolve()
+    if is_built_dataset(root):
+        return adopt_dataset(root, out_root)
     source_records = read_metadata(meta_file)
     skipped: list[dict[str, str]] = []
     records: list[MetadataRecord] = []

@@ -64,6 +64,13 @@ class GenerationSection:
 
 
 @dataclass
+class PreflightSection:
+    """What the checks before training do with a lesion that vanishes at the working size."""
+
+    tiny_lesions: str = "error"  # error: stop, naming the files | skip: the mask bank skips them
+
+
+@dataclass
 class PipelineConfig:
     profile: str = "quick"
     run_dir: str = "runs/tiger"
@@ -78,6 +85,7 @@ class PipelineConfig:
     coarse: dict[str, Any] = field(default_factory=dict)
     fine: dict[str, Any] = field(default_factory=dict)
     generation: GenerationSection = field(default_factory=GenerationSection)
+    preflight: PreflightSection = field(default_factory=PreflightSection)
     clip: dict[str, Any] = field(default_factory=dict)
     moso: dict[str, Any] = field(default_factory=dict)
     filter: dict[str, Any] = field(default_factory=dict)
@@ -87,7 +95,12 @@ class PipelineConfig:
         return asdict(self)
 
 
-SECTIONS = {"data": DataSection, "split": SplitSection, "generation": GenerationSection}
+SECTIONS = {
+    "data": DataSection,
+    "split": SplitSection,
+    "generation": GenerationSection,
+    "preflight": PreflightSection,
+}
 
 # The tiny default on the phantom, CPU only. Stage-internal profiles (coarse/fine `profile`) are
 # those stages' own CPU profiles; everything else here is explicit.
@@ -271,6 +284,11 @@ def validate(config: PipelineConfig, source: str) -> None:
         raise PipelineConfigError(f"{source}: generation counts must be >= 0")
     if config.generation.diversify + config.generation.reference == 0:
         raise PipelineConfigError(f"{source}: generation makes no images at all")
+    if config.preflight.tiny_lesions not in ("error", "skip"):
+        raise PipelineConfigError(
+            f"{source}: preflight.tiny_lesions must be error or skip, "
+            f"got {config.preflight.tiny_lesions!r}"
+        )
     if config.generation.augment not in AUGMENT_CHOICES:
         raise PipelineConfigError(
             f"{source}: generation.augment must be one of {AUGMENT_CHOICES}, "

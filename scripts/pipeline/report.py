@@ -19,7 +19,7 @@ from pathlib import Path
 from metadata.atomic import write_text
 from scripts.pipeline.document import Document
 from scripts.pipeline.figures import sample_grid, score_histograms
-from scripts.pipeline.stages import Layout, augment_labels
+from scripts.pipeline.stages import Layout, augment_labels, negative_label
 
 ARM_NAMES = {
     "real": "1 real only",
@@ -100,6 +100,28 @@ def bg_cell(bg: dict) -> str:
     return f"{fmt(bg.get('pearson_r'))} {interval(*ci)}, {fmt(bg.get('mean_abs_error'), 1)}"
 
 
+def duplicates_paragraph(doc: Document, layout: Layout, figures: Path) -> None:
+    """Near-duplicate frames the import merged into one case, or dropped for conflicting labels."""
+    from metadata.builder import DUPLICATES_GRID, DUPLICATES_REPORT
+
+    found = load(layout.dataset / DUPLICATES_REPORT)
+    if not found:
+        return
+    groups, dropped = found.get("groups", []), found.get("dropped_conflicts", [])
+    text = (
+        f"Near-duplicates: {len(groups)} group(s) of cases share a near-identical frame "
+        f"({found.get('rule', '')}); each group was merged into one case."
+    )
+    if dropped:
+        files = "; ".join(", ".join(entry["files"]) for entry in dropped)
+        text += f" {len(dropped)} group(s) with conflicting labels were left out: {files}."
+    doc.paragraph(text)
+    grid = layout.dataset / DUPLICATES_GRID
+    if grid.is_file():
+        shutil.copyfile(grid, figures / DUPLICATES_GRID)
+        doc.image(f"figures/{DUPLICATES_GRID}", "Near-duplicate groups: one row per group")
+
+
 def dataset_section(doc: Document, layout: Layout, figures: Path) -> None:
     from metadata.grid import save_class_grid
     from metadata.records import read_metadata
@@ -126,7 +148,9 @@ def dataset_section(doc: Document, layout: Layout, figures: Path) -> None:
             [task]
             + [f"{counts[(s, False)]} / {counts[(s, True)]}" for s in ("train", "valid", "test")]
         )
-    doc.table(["task (benign / subtype)", "train", "valid", "test"], rows)
+    negative = negative_label(splits)
+    doc.table([f"task ({negative} / positive class)", "train", "valid", "test"], rows)
+    duplicates_paragraph(doc, layout, figures)
     grid = save_class_grid(layout.dataset, figures / "dataset_grid.png", per_class=6, tile=96)
     doc.image(f"figures/{grid.name}", "Real images per class (one row per class)")
 
@@ -263,6 +287,7 @@ def classifier_section(
     doc: Document, layout: Layout, labels: dict[str, str], figures: Path
 ) -> None:
     doc.heading("Classifier: real vs synthetic-augmented (test set: real images only)")
+    negative = negative_label(load(layout.splits) or {})
     for subtype, label in labels.items():
         folder = layout.classifier(subtype)
         results = load(folder / "results.json")
@@ -270,9 +295,9 @@ def classifier_section(
             continue
         setup = results["setup"]
         real = setup["real_counts"]
-        doc.heading(f"{subtype} vs benign", 3)
+        doc.heading(f"{subtype} vs {negative}", 3)
         doc.paragraph(
-            "Real images (benign / subtype): "
+            f"Real images ({negative} / {subtype}): "
             + ", ".join(f"{s} {real[s]['0']} / {real[s]['1']}" for s in ("train", "valid", "test"))
             + f". Arms 3-5 add {sum(setup['extra_per_class'].values())} {label} images to "
             "train/ (arm 3 duplicates real ones: the count-matched control). AUC is the seed mean "

@@ -19,6 +19,7 @@ from metadata.atomic import write_json, write_text
 from metadata.cli import skip_report
 from scripts.pipeline.config import PipelineConfig
 from scripts.pipeline.monitor import run_monitored
+from scripts.pipeline.preflight import PreflightError, run_preflight
 from scripts.pipeline.stage_cache import (
     StageRecord,
     is_complete,
@@ -28,7 +29,14 @@ from scripts.pipeline.stage_cache import (
     read_marker,
     stage_key,
 )
-from scripts.pipeline.stages import Layout, Stage, all_stages, augment_labels, data_stages
+from scripts.pipeline.stages import (
+    Layout,
+    Stage,
+    all_stages,
+    augment_labels,
+    data_stages,
+    negative_label,
+)
 
 STATE_DIR = ".pipeline"
 
@@ -124,8 +132,10 @@ class PipelineRunner:
         return StageOutcome(stage.name, False, record)
 
     def subtypes(self) -> list[str]:
+        """The configured subtypes, else the label set's rare classes present, else every task."""
+        splits = json.loads(self.layout.splits.read_text())
+        tasks = splits["tasks"]
         if self.config.subtypes:
-            tasks = json.loads(self.layout.splits.read_text())["tasks"]
             missing = [s for s in self.config.subtypes if s not in tasks]
             if missing:
                 raise PipelineError(
@@ -133,7 +143,8 @@ class PipelineRunner:
                     f"(its tasks: {tasks}); set `subtypes` in the config"
                 )
             return list(self.config.subtypes)
-        return list(json.loads(self.layout.splits.read_text())["tasks"])
+        rare = [task for task in tasks if task in splits.get("labels", {}).get("rare", [])]
+        return rare or list(tasks)
 
     def run(self) -> list[StageOutcome]:
         """Every stage, then the report; returns what ran and what was skipped."""
@@ -146,9 +157,20 @@ class PipelineRunner:
         for line in skip_report(self.layout.dataset):
             self.log(f"[tiger] data: {line}")
         subtypes = self.subtypes()
+        try:
+            preflight = run_preflight(
+                self.config, self.layout, subtypes, self.config.preflight.tiny_lesions
+            )
+        except PreflightError as error:
+            raise PipelineError(str(error)) from None
+        for warning in preflight.warnings:
+            self.log(f"[tiger] preflight: {warning}")
+        self.log(f"[tiger] preflight: passed in {preflight.checks['seconds']} s")
         splits = json.loads(self.layout.splits.read_text())
         labels = augment_labels(splits, subtypes, self.config.generation.augment)
-        self.known_stages = all_stages(self.config, self.layout, subtypes, labels)
+        self.known_stages = all_stages(
+            self.config, self.layout, subtypes, labels, negative_label(splits)
+        )
         done = {outcome.name for outcome in self.outcomes}
         for stage in self.known_stages:
             if stage.name not in done:

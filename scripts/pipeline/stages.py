@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from metadata.vocabulary import BENIGN
+from metadata.labelset import LabelSet
 from scripts.pipeline.config import PipelineConfig
 
 PYTHON = sys.executable
@@ -212,17 +212,24 @@ def diffusion_stages(config: PipelineConfig, layout: Layout) -> list[Stage]:
     ]
 
 
+def negative_label(splits: dict) -> str:
+    """The 0 class of every task, from the label set splits.json records (thyroid: benign)."""
+    return str(splits.get("labels", {}).get("negative", LabelSet.thyroid().negative))
+
+
 def augment_labels(splits: dict, subtypes: list[str], augment: str) -> dict[str, str]:
-    """The class generated for each task: the paper adds the rare subtype, but where benign
-    is the task's smaller train class (DDTI: 63 benign vs 219 malignant), "minority" adds benign."""
+    """The class generated for each task: the paper adds the rare subtype, but where the
+    negative class is the task's smaller train class (DDTI: 63 benign vs 219 malignant),
+    "minority" adds the negative class ("benign" names it, whatever the label set calls it)."""
+    negative = negative_label(splits)
     if augment != "minority":
-        return {subtype: subtype if augment == "subtype" else BENIGN for subtype in subtypes}
+        return {subtype: subtype if augment == "subtype" else negative for subtype in subtypes}
     train = Counter(
         row["label"]
         for row in splits.get("assignments", {}).values()
         if row.get("split") == "train" and not row.get("synthetic")
     )
-    return {s: BENIGN if train[BENIGN] < train[s] else s for s in subtypes}
+    return {s: negative if train[negative] < train[s] else s for s in subtypes}
 
 
 def generation_stage(
@@ -350,15 +357,20 @@ def filter_stage(config: PipelineConfig, layout: Layout, subtype: str) -> Stage:
 
 
 def classifier_stage(
-    config: PipelineConfig, layout: Layout, subtype: str, label: str | None = None
+    config: PipelineConfig,
+    layout: Layout,
+    subtype: str,
+    label: str | None = None,
+    negative: str = "benign",
 ) -> Stage:
-    """The five arms; synthetic and duplicated images go to the generated class (0 = benign)."""
+    """The five arms; synthetic and duplicated images go to the generated class (0 = the
+    label set's negative class)."""
     out = layout.classifier(subtype)
     experiment: dict[str, Any] = json.loads(json.dumps(config.classifier))
     experiment.setdefault("data", {}).update({"croot": str(layout.croot), "subtype": subtype})
     experiment.setdefault("mix", {}).update(
         {
-            "classes": [0 if (label or subtype) == BENIGN else 1],
+            "classes": [0 if (label or subtype) == negative else 1],
             "unfiltered_manifest": str(layout.generated(subtype) / "manifest.jsonl"),
             "filtered_manifest": str(layout.filtered(subtype) / "filtered" / "manifest.jsonl"),
         }
@@ -382,11 +394,12 @@ def all_stages(
     layout: Layout,
     subtypes: list[str],
     labels: dict[str, str] | None = None,
+    negative: str = "benign",
 ) -> list[Stage]:
     labels = labels or {}
     stages = data_stages(config, layout) + diffusion_stages(config, layout)
     stages += [generation_stage(config, layout, s, labels.get(s)) for s in subtypes]
     stages.append(clip_stage(config, layout))
     stages += [filter_stage(config, layout, s) for s in subtypes]
-    stages += [classifier_stage(config, layout, s, labels.get(s)) for s in subtypes]
+    stages += [classifier_stage(config, layout, s, labels.get(s), negative) for s in subtypes]
     return stages
