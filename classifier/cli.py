@@ -9,6 +9,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from classifier.config import (
+    ALL_ARMS,
     ARMS,
     DataConfig,
     EvalConfig,
@@ -193,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--config", default="", help="ExperimentConfig JSON (overrides flags)")
     experiment.add_argument("--subtypes", nargs="*", default=[], help="run several tasks")
     experiment.add_argument("--run-dir", default="runs/classifier")
-    experiment.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    experiment.add_argument("--arms", nargs="+", default=list(ARMS), choices=ALL_ARMS)
     experiment.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     experiment.add_argument("--unfiltered-manifest", default="")
     experiment.add_argument("--filtered-manifest", default="")

@@ -41,6 +41,7 @@ class TrainConfig:
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     eval_batch_size: int = 64
     progress: bool = True
+    mixup_alpha: float = 0.0  # > 0: mix each batch with a shuffled copy (the mixup arm sets it)
 
 
 @dataclass
@@ -57,13 +58,21 @@ class MixConfig:
     """How many synthetic images join train/ (per class), from which manifests."""
 
     unfiltered_manifest: str = ""
-    filtered_manifest: str = ""
+    filtered_manifest: str = ""  # CLIP + MoSo (synthetic_filtered, synthetic_pretrain)
+    clip_only_manifest: str = ""  # the same filter with MoSo off (filter_clip_only)
+    coarse_only_manifest: str = ""  # coarse model alone, filtered the same way (coarse_only)
+    mixup_alpha: float = 0.4  # the mixup arm's Beta(alpha, alpha) (Zhang et al. 2018)
     ratio: float = 1.0  # synthetic-to-real ratio per class (used when per_class_count < 0)
     per_class_count: int = -1  # absolute count per class; -1 = use ratio
     classes: tuple[int, ...] = (1,)  # which classes receive synthetic images
 
 
 ARMS = ("real", "classic_aug", "dup_real", "synthetic", "synthetic_filtered")
+# Arms that isolate each part of the method (issue 22): the paper's "mixing images" baseline,
+# MoSo's own contribution, the paper's plain Stable Diffusion baseline, and RoentGen-v2's
+# pretrain-on-synthetic-then-fine-tune-on-real recipe.
+EXTRA_ARMS = ("mixup", "filter_clip_only", "coarse_only", "synthetic_pretrain")
+ALL_ARMS = ARMS + EXTRA_ARMS
 
 
 @dataclass

@@ -10,6 +10,13 @@ Arms (every arm: same real train/valid/test images, model, schedule and imbalanc
   synthetic           real + synthetic images drawn from the unfiltered manifest.
   synthetic_filtered  real + the same number of synthetic images drawn from the filtered
                       manifest's kept rows (CLIP/MoSo).
+Arms that isolate each part of the method (same counts, seeds and selection on validation):
+  mixup               real train images with mixup (the paper's "mixing images" baseline).
+  filter_clip_only    as synthetic_filtered, the filter run with MoSo off: MoSo's contribution.
+  coarse_only         as synthetic_filtered, images from the coarse text-to-image model alone
+                      (no FG/BG branches; the paper's plain Stable Diffusion baseline).
+  synthetic_pretrain  RoentGen-v2's recipe: train on synthetic_filtered's set, then fine-tune on
+                      the real train images only, starting from that model.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from classifier.config import ARMS, ExperimentConfig
+from classifier.config import ALL_ARMS, ExperimentConfig
 from classifier.data import ImageCache
 from classifier.evaluate import METRICS_FILE, PREDICTIONS_FILE, evaluate_run
 from classifier.layout import ImageItem, assert_real_only, class_counts, read_layout
@@ -38,7 +45,9 @@ from classifier.train import BEST_DIR, make_accelerator, train_classifier
 from generation.offline import enforce_offline
 from metadata.atomic import write_json
 
-SYNTHETIC_ARMS = ("synthetic", "synthetic_filtered")
+# Arms that add synthetic images from a manifest, and the manifest each reads.
+SYNTHETIC_ARMS = ("synthetic", "synthetic_filtered", "filter_clip_only", "coarse_only")
+PRETRAIN_DIR = "pretrain"
 METRIC_KEYS = ("sensitivity", "specificity", "ppv", "npv", "f1", "accuracy")
 
 
@@ -48,8 +57,11 @@ def load_pools(config: ExperimentConfig) -> dict[str, list[ImageItem]]:
     sources = {
         "synthetic": (config.mix.unfiltered_manifest, False),
         "synthetic_filtered": (config.mix.filtered_manifest, True),
+        "filter_clip_only": (config.mix.clip_only_manifest, True),
+        "coarse_only": (config.mix.coarse_only_manifest, True),
     }
-    for arm in config.arms:
+    wanted = {"synthetic_filtered" if arm == "synthetic_pretrain" else arm for arm in config.arms}
+    for arm in sorted(wanted):
         if arm in sources:
             manifest, require_kept = sources[arm]
             if not manifest:
@@ -82,8 +94,9 @@ def arm_training_set(
     counts: dict[int, int],
     seed: int,
 ) -> tuple[list[ImageItem], str]:
-    """(train items, augmentation policy) of one arm and seed."""
-    if arm == "real":
+    """(train items, augmentation policy) of one arm and seed; for synthetic_pretrain, the
+    pretraining set (its fine-tuning set is the real train images)."""
+    if arm in ("real", "mixup"):
         return list(real_train), "standard"
     if arm == "classic_aug":
         return list(real_train), "strong"
@@ -91,7 +104,10 @@ def arm_training_set(
         return add_to_train(real_train, duplicate_real(real_train, counts, seed)), "standard"
     if arm in SYNTHETIC_ARMS:
         return add_to_train(real_train, select(pools[arm], counts, seed)), "standard"
-    raise ValueError(f"unknown arm {arm!r} (choose from {ARMS})")
+    if arm == "synthetic_pretrain":
+        pool = pools["synthetic_filtered"]
+        return add_to_train(real_train, select(pool, counts, seed)), "standard"
+    raise ValueError(f"unknown arm {arm!r} (choose from {ALL_ARMS})")
 
 
 def composition(items: list[ImageItem]) -> dict[str, int]:
@@ -114,11 +130,26 @@ def run_one(
     metrics_file = run_dir / METRICS_FILE
     if metrics_file.is_file() and (run_dir / PREDICTIONS_FILE).is_file():
         return json.loads(metrics_file.read_text())
-    train_config = replace(config.train, seed=seed, augmentation=augmentation)
+    mixup_alpha = config.mix.mixup_alpha if arm == "mixup" else config.train.mixup_alpha
+    train_config = replace(
+        config.train, seed=seed, augmentation=augmentation, mixup_alpha=mixup_alpha
+    )
     accelerator = make_accelerator(train_config)
+    model_config = config.model
+    if arm == "synthetic_pretrain":  # phase 1 on real + synthetic, phase 2 on real only
+        pretrain_dir = run_dir / PRETRAIN_DIR
+        write_json(pretrain_dir / "composition.json", composition(train_items))
+        train_classifier(
+            train_items, valid, pretrain_dir, config.model, train_config, config.data, cache,
+            accelerator,
+        )  # fmt: skip
+        model_config = replace(
+            config.model, weights=str(pretrain_dir / BEST_DIR / "model.safetensors")
+        )
+        train_items = [item for item in train_items if item.origin == "real"]
     write_json(run_dir / "composition.json", composition(train_items))
     state = train_classifier(
-        train_items, valid, run_dir, config.model, train_config, config.data, cache, accelerator
+        train_items, valid, run_dir, model_config, train_config, config.data, cache, accelerator
     )
     metrics = evaluate_run(
         run_dir / BEST_DIR,
@@ -150,7 +181,7 @@ def summarize(config: ExperimentConfig, runs: dict[str, dict[int, dict]], root: 
             rows.append(test["scores"])
         scores[arm] = np.array(rows)
     summary = {}
-    reference = "real" if "real" in scores else None
+    reference = "real" if "real" in scores else ""
     for arm, by_seed in runs.items():
         estimate = auc_ci(
             labels,
@@ -174,21 +205,28 @@ def summarize(config: ExperimentConfig, runs: dict[str, dict[int, dict]], root: 
             values = values[np.isfinite(values)]
             row[key] = float(values.mean()) if len(values) else float("nan")
             row[f"{key}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-        if reference and arm != reference:
+        # Paired against real only ("delta_*") and against the count-matched duplicated-real
+        # control ("dup_delta_*"): a synthetic arm must beat the second to carry anything.
+        for prefix, control in (("delta", reference), ("dup_delta", "dup_real")):
+            skip = {control, reference} if prefix == "dup_delta" else {control}
+            if control not in scores or arm in skip:
+                continue
             difference = paired_difference(
                 labels,
                 scores[arm],
-                scores[reference],
+                scores[control],
                 config.eval.n_bootstrap,
                 config.eval.ci,
                 config.eval.seed,
                 groups,
             )
             row.update(
-                delta_auc=difference.value,
-                delta_low=difference.low,
-                delta_high=difference.high,
-                delta_p=difference.p_value,
+                {
+                    f"{prefix}_auc": difference.value,
+                    f"{prefix}_low": difference.low,
+                    f"{prefix}_high": difference.high,
+                    f"{prefix}_p": difference.p_value,
+                }
             )
         summary[arm] = row
     return {"arms": summary, "scores": {a: s.tolist() for a, s in scores.items()}}
@@ -200,9 +238,9 @@ def run_experiment(config: ExperimentConfig) -> dict:
 
     root = Path(config.run_dir) / config.data.subtype
     enforce_offline(config.run_dir)
-    unknown = set(config.arms) - set(ARMS)
+    unknown = set(config.arms) - set(ALL_ARMS)
     if unknown:
-        raise ValueError(f"unknown arm(s) {sorted(unknown)} (choose from {ARMS})")
+        raise ValueError(f"unknown arm(s) {sorted(unknown)} (choose from {ALL_ARMS})")
     layout = read_layout(config.data.croot, config.data.subtype)
     # Synthetic rows the exporter placed in train/ are left out: synthetic images enter the
     # arms only through the manifests, count-controlled.

@@ -201,6 +201,24 @@ def build_training(
     )
 
 
+def mixup(
+    batch: torch.Tensor,
+    targets: torch.Tensor,
+    config: TrainConfig,
+    epoch: int,
+    step: int,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Each image blended with another of the batch (Zhang et al. 2018): (mixed batch, the
+    partners' targets, the share of the original). Reproducible per (seed, epoch, step)."""
+    share = float(np.random.default_rng([config.seed, epoch, step, 17]).beta(
+        config.mixup_alpha, config.mixup_alpha
+    ))  # fmt: skip
+    order = torch.randperm(len(batch), generator=generator, device=generator.device)
+    order = order.to(batch.device)
+    return share * batch + (1 - share) * batch[order], targets[order.to(targets.device)], share
+
+
 def train_epoch(
     parts: TrainingParts, config: TrainConfig, epoch: int, max_steps: int | None = None
 ) -> tuple[float, int]:
@@ -223,9 +241,14 @@ def train_epoch(
         batch = normalize(augment(to_float(images), config.augmentation, generator))
         if parts.channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
+        targets = labels.float()
+        if config.mixup_alpha > 0:
+            batch, mixed_targets, share = mixup(batch, targets, config, epoch, step, generator)
         with accelerator.autocast():
             logits = model(batch).float().squeeze(1)
-        loss = parts.loss_fn(logits, labels.float())
+        loss = parts.loss_fn(logits, targets)
+        if config.mixup_alpha > 0:  # mixup's loss: the two labels' losses, weighted
+            loss = share * loss + (1 - share) * parts.loss_fn(logits, mixed_targets)
         accelerator.backward(loss)
         parts.optimizer.step()
         parts.scheduler.step()

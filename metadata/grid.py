@@ -9,7 +9,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from metadata.atomic import save_png
-from metadata.records import metadata_path, read_metadata, resolve
+from metadata.labelset import read_labelset
+from metadata.records import dataset_root, metadata_path, read_metadata, resolve
 
 LABEL_WIDTH = 80
 
@@ -19,7 +20,10 @@ def save_class_grid(
 ) -> Path:
     meta_file = metadata_path(location)
     records = read_metadata(meta_file)
-    labels = sorted({r.label for r in records}, key=lambda x: (x != "benign", x))
+    order = read_labelset(dataset_root(meta_file)).labels  # the label set's own order
+    labels = sorted(
+        {r.label for r in records}, key=lambda x: (order.index(x) if x in order else 99, x)
+    )
     rows = []
     for label in labels:
         chosen = [r for r in records if r.label == label][:per_class]

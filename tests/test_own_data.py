@@ -93,6 +93,17 @@ def test_cross_label_duplicate_is_refused_with_the_file_names(class_folders, tmp
     assert not (tmp_path / "ds").exists()  # nothing half-written
 
 
+def test_folders_cli_refuses_the_conflict_then_drops_it_when_asked(class_folders, tmp_path, capsys):
+    from metadata.cli import main as metadata_cli
+
+    argv = ["folders", "--root", str(class_folders), "--negative", "benign"]
+    argv += ["--lesion-free", "normal", "--workers", "1", "--out"]
+    assert metadata_cli([*argv, str(tmp_path / "a")]) == 2
+    assert "malignant_900.png" in capsys.readouterr().err
+    assert metadata_cli([*argv, str(tmp_path / "b"), "--drop-conflicts"]) == 0
+    assert (tmp_path / "b" / "init_image" / "metadata.jsonl").is_file()
+
+
 @pytest.fixture(scope="module")
 def own_dataset(class_folders, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("own_ds") / "dataset"
@@ -268,3 +279,30 @@ def test_toy_run_on_own_data_reports_the_declared_classes(own_dataset, tmp_path)
     assert {r.label for r in dataset} == {"benign", "malignant", "normal"}
     preflight = json.loads((run_dir / "preflight.json").read_text())
     assert "benign_4.png" in preflight["checks"]["vanishing_lesions"]
+
+
+def test_preflight_plans_memory_from_a_pretrained_folder_and_refuses_what_cannot_fit(
+    tmp_path, monkeypatch
+):
+    """The plan is built on the meta device from the folder's configs (no weights read): the
+    gpu profile on a width/8 SD 2.1 twin does not fit 1 GiB and fits 141 GiB."""
+    from generation.twin import write_twin
+    from scripts.pipeline import preflight
+
+    folder = tmp_path / "sd21base-w8"
+    write_twin("sd21base", folder, width_divisor=8)
+    config = load_config("gpu", overrides={"pretrained_model_name_or_path": str(folder)})
+    plans = {plan.stage: plan for plan in preflight.memory_plans(config, folder)}
+    assert set(plans) == {"coarse", "fine"} and plans["coarse"].parts["optimizer"] > 0
+    report = preflight.PreflightReport()
+    monkeypatch.setattr(preflight, "training_device_capacity", lambda: ("cuda", 1.0 * 2**30))
+    preflight.check_memory(config, report)
+    assert any("coarse stage needs about" in problem for problem in report.problems)
+    report = preflight.PreflightReport()
+    monkeypatch.setattr(preflight, "training_device_capacity", lambda: ("cuda", 141.0 * 2**30))
+    preflight.check_memory(config, report)
+    assert not report.problems and report.checks["memory_plan_gib"]["coarse"] > 0
+    report = preflight.PreflightReport()
+    config.pretrained_model_name_or_path = str(tmp_path / "missing")
+    preflight.check_memory(config, report)
+    assert "no such folder" in report.problems[0]

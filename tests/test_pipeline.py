@@ -20,6 +20,12 @@ from scripts.pipeline.stages import (
 )
 
 
+def dataset_folder(root) -> None:
+    """Enough of a dataset folder for the config check (the data stage reads the rest)."""
+    (root / "init_image").mkdir(parents=True, exist_ok=True)
+    (root / "init_image" / "metadata.jsonl").write_text("")
+
+
 def stage_runs(run_dir) -> dict[str, bool]:
     timings = json.loads((run_dir / "timings.json").read_text())
     return {s["stage"]: not s["skipped"] for s in timings["stages"]}
@@ -45,8 +51,11 @@ def test_toy_pipeline_runs_end_to_end_then_redoes_only_what_changed(tmp_path):
     }
     report = (run_dir / "report" / "report.md").read_text()
     needed_sections = ("## Dataset", "FG IoU", "## Filtering", "5 real + synthetic", "Memorization")
-    for needed in (*needed_sections, "Domain CLIP: "):
+    for needed in (*needed_sections, "Domain CLIP: ", "## Synthetic-data quality"):
         assert needed in report
+    quality = json.loads((run_dir / "filter" / "FTC" / "quality" / "quality.json").read_text())
+    assert {"diversify", "reference"} <= set(quality["modes"])
+    assert quality["real_vs_real"]["frechet"] > 0
     assert (run_dir / "report" / "report.html").is_file()
     assert (run_dir / "report" / "figures" / "samples_FTC.png").is_file()
 
@@ -106,6 +115,9 @@ def test_stage_options_become_cli_flags():
 def test_profiles_target_the_rare_subtypes_and_own_data_every_task(tmp_path):
     """A dataset folder of one's own (DDTI's importer works the same) has its own tasks."""
     assert load_config("quick").subtypes == ["FTC", "MTC"]
+    with pytest.raises(PipelineConfigError, match=r"metadata\.cli folders --root"):
+        load_config("quick", overrides={"data": {"source": str(tmp_path)}})  # not imported yet
+    dataset_folder(tmp_path)
     folder = {"data": {"source": str(tmp_path)}}
     assert load_config("quick", overrides=folder).subtypes == []
     assert load_config("quick", overrides={**folder, "subtypes": ["malignant"]}).subtypes == [
@@ -132,6 +144,7 @@ def test_the_tasks_smaller_train_class_is_generated_and_added(tmp_path):
     assert augment_labels(splits(3, 9), ["malignant"], "minority") == {"malignant": "benign"}
     assert augment_labels(splits(9, 3), ["malignant"], "minority") == {"malignant": "malignant"}
     assert augment_labels(splits(3, 9), ["malignant"], "subtype") == {"malignant": "malignant"}
+    dataset_folder(tmp_path)
     config = load_config("quick", overrides={"data": {"source": str(tmp_path)}})
     layout = Layout(tmp_path / "run")
     for label, classes in (("benign", [0]), ("malignant", [1])):

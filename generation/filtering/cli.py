@@ -88,6 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep near-copies of an earlier image (dropped by default; MoSo cannot see them)",
     )
+    quality = sub.add_parser(
+        "quality",
+        help="FD, KID, precision/recall and memorization of a synthetic set vs real, in the "
+        "domain CLIP's image space",
+    )
+    quality.add_argument("--model", type=Path, required=True, help="saved CLIP folder")
+    quality.add_argument("--manifest", type=Path, required=True, help="GEN or GEN/manifest.jsonl")
+    quality.add_argument("--dataset", type=Path, required=True, help="the full real dataset")
+    quality.add_argument("--splits", type=Path, required=True, help="CROOT/splits.json")
+    quality.add_argument("--filtered", type=Path, default=None, help="FILTERED manifest (kept)")
+    quality.add_argument(
+        "--extra-set",
+        nargs="*",
+        default=[],
+        metavar="NAME=MANIFEST",
+        help="further synthetic sets measured alike, e.g. coarse_only=GEN/coarse_only",
+    )
+    quality.add_argument("--out", type=Path, required=True, help="folder for OUT/quality.json")
     return parser
 
 
@@ -105,6 +123,18 @@ def main(argv: list[str] | None = None) -> None:
             args.model, args.manifest, args.out, args.text_key, args.seed
         )
         print({k: v for k, v in report.items() if "matched" in k})
+    elif args.command == "quality":
+        extra = dict(item.split("=", 1) for item in args.extra_set)
+        report = commands.run_quality(
+            args.model,
+            args.manifest,
+            args.dataset,
+            args.splits,
+            args.out,
+            args.filtered,
+            {name: Path(path) for name, path in extra.items()},
+        )
+        print({mode: row["vs_train"] for mode, row in report["modes"].items()})
     elif args.command == "moso":
         config = pick(args, MosoConfig)
         print(

@@ -162,3 +162,51 @@ def run_filter(
         rows.append(row)
     write_filtered_manifest(out_dir, rows)
     return write_report(out_dir, rows, settings)
+
+
+def run_quality(
+    model_dir: Path,
+    manifest: Path,
+    dataset: Path,
+    splits_file: Path,
+    out_dir: Path,
+    filtered: Path | None = None,
+    extra: dict[str, Path] | None = None,
+) -> dict:
+    """Quality of each synthetic set (by mode, and the filtered set when given) against the
+    real images of its class, in the domain CLIP's space (generation.filtering.quality)."""
+    from generation.filtering.clip_score import encode_images
+    from generation.filtering.quality import quality_report
+    from generation.inference.sources import labelled_splits
+
+    model, preprocess, _ = load_model(model_dir)
+    images = read_manifest(manifest)
+    labels = sorted({image.label for image in images})
+    if len(labels) != 1:
+        raise ValueError(f"{manifest}: quality is measured per class, found labels {labels}")
+    meta_file, records, splits, _ = labelled_splits(dataset, splits_file)
+    own = [r for r in records if r.label == labels[0] and not r.attributes.get("lesion_free")]
+    train = [resolve(meta_file, r.file_name) for r in own if splits.get(r.file_name) == "train"]
+    held = [
+        resolve(meta_file, r.file_name) for r in own if splits.get(r.file_name) in ("valid", "test")
+    ]
+    if min(len(train), len(held)) < 2:  # a measurement, not a stage's job: say so and go on
+        report = {"label": labels[0], "skipped": f"{len(train)} train / {len(held)} held-out "
+                  f"real {labels[0]} images (need 2 each)"}  # fmt: skip
+        write_json(Path(out_dir) / "quality.json", report)
+        return report
+    sets = {}
+    for mode in sorted({str(image.row.get("mode", "all")) for image in images}):
+        paths = [im.path for im in images if str(im.row.get("mode", "all")) == mode]
+        sets[mode] = encode_images(model, preprocess, paths)
+    if filtered is not None:
+        kept = [image.path for image in read_manifest(filtered) if image.row.get("kept")]
+        sets["filtered"] = encode_images(model, preprocess, kept)
+    for name, location in (extra or {}).items():  # e.g. the coarse model's images
+        sets[name] = encode_images(model, preprocess, [im.path for im in read_manifest(location)])
+    report = quality_report(
+        encode_images(model, preprocess, train), encode_images(model, preprocess, held), sets
+    )
+    report.update({"label": labels[0], "model": str(model_dir), "space": "domain CLIP image"})
+    write_json(Path(out_dir) / "quality.json", report)
+    return report

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from classifier.config import ALL_ARMS
+
 DATA_SOURCES = ("phantom", "ddti")
 DEFAULT_DDTI = "../shared/data/ddti"
 
@@ -54,6 +56,9 @@ class GenerationSection:
 
     diversify: int = 32
     reference: int = 32
+    # Images per subtype from the coarse model alone (diversify prompts, FG/BG conditioning
+    # scales 0), filtered the same way: the `coarse_only` arm's pool. 0: not made.
+    coarse_only: int = 0
     seed: int = 0
     # Which class of each task is generated and added to train/: "minority" (the task's smaller
     # class in train: the rare subtype on the phantom, benign on DDTI), "subtype" (always the
@@ -163,6 +168,7 @@ PROFILES: dict[str, dict] = {
         "generation": {
             "diversify": 32,
             "reference": 32,
+            "coarse_only": 32,
             "options": {"steps": 20, "resolution": 64},
         },
         "clip": {"epochs": 10},
@@ -182,6 +188,7 @@ PROFILES: dict[str, dict] = {
                 "progress": False,
             },
             "seeds": [0],
+            "arms": list(ALL_ARMS),
         },
     },
     "long": {
@@ -190,7 +197,12 @@ PROFILES: dict[str, dict] = {
         "data": {"n_images": 1200},
         "coarse": {"profile": "long"},
         "fine": {"profile": "long", "cpu_threads": 2},
-        "generation": {"diversify": 96, "reference": 96, "options": {"steps": 30}},
+        "generation": {
+            "diversify": 96,
+            "reference": 96,
+            "coarse_only": 96,
+            "options": {"steps": 30},
+        },
         "clip": {"epochs": 30},
         # MoSo sees the frames at the size they are generated: at 128 px the 6-epoch surrogate
         # ranks wrong-class images lower than at 64 px (bottom-k 0.22 vs 0.11), and 12 epochs
@@ -209,6 +221,7 @@ PROFILES: dict[str, dict] = {
                 "progress": False,
             },
             "seeds": [0, 1, 2],
+            "arms": list(ALL_ARMS),
         },
     },
     # Real scale on one GPU from a local Stable Diffusion folder (set
@@ -267,6 +280,11 @@ def from_dict(values: dict, source: str = "config") -> PipelineConfig:
     return config
 
 
+def is_dataset_folder(path: Path) -> bool:
+    """A Tiger dataset (ours or the authors' layout): ROOT[/init_image]/metadata.jsonl."""
+    return any((path / sub / "metadata.jsonl").is_file() for sub in ("", "init_image"))
+
+
 def validate(config: PipelineConfig, source: str) -> None:
     if config.profile not in PROFILES:
         raise PipelineConfigError(f"{source}: profile {config.profile!r} not in {list(PROFILES)}")
@@ -275,6 +293,12 @@ def validate(config: PipelineConfig, source: str) -> None:
         raise PipelineConfigError(
             f"{source}: data.source {data.source!r} is neither {DATA_SOURCES} "
             "nor an existing folder"
+        )
+    if data.source not in DATA_SOURCES and not is_dataset_folder(Path(data.source)):
+        raise PipelineConfigError(
+            f"{source}: data.source {data.source} holds no init_image/metadata.jsonl: import it "
+            "first (python -m metadata.cli folders --root DIR --out DATASET --negative CLASS, "
+            "or metadata.cli generic --csv FILE --out DATASET), then --data DATASET"
         )
     if data.source == "ddti" and not Path(data.ddti_root).is_dir():
         raise PipelineConfigError(f"{source}: data.ddti_root {data.ddti_root} is not a folder")
@@ -288,6 +312,11 @@ def validate(config: PipelineConfig, source: str) -> None:
         raise PipelineConfigError(
             f"{source}: preflight.tiny_lesions must be error or skip, "
             f"got {config.preflight.tiny_lesions!r}"
+        )
+    arms = config.classifier.get("arms") or []
+    if "coarse_only" in arms and config.generation.coarse_only <= 0:
+        raise PipelineConfigError(
+            f"{source}: the coarse_only arm needs generation.coarse_only > 0 (its images)"
         )
     if config.generation.augment not in AUGMENT_CHOICES:
         raise PipelineConfigError(

@@ -16,18 +16,13 @@ from collections import Counter
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 
+from classifier.experiment_text import ARM_TITLES
 from metadata.atomic import write_text
 from scripts.pipeline.document import Document
 from scripts.pipeline.figures import sample_grid, score_histograms
 from scripts.pipeline.stages import Layout, augment_labels, negative_label
 
-ARM_NAMES = {
-    "real": "1 real only",
-    "classic_aug": "2 real + classic augmentation",
-    "dup_real": "3 real + duplicated real (count-matched)",
-    "synthetic": "4 real + synthetic (unfiltered)",
-    "synthetic_filtered": "5 real + synthetic (CLIP/MoSo-filtered)",
-}
+ARM_NAMES = ARM_TITLES
 PACKAGES = (
     "tiger-ultrasound",
     "torch",
@@ -299,32 +294,46 @@ def classifier_section(
         doc.paragraph(
             f"Real images ({negative} / {subtype}): "
             + ", ".join(f"{s} {real[s]['0']} / {real[s]['1']}" for s in ("train", "valid", "test"))
-            + f". Arms 3-5 add {sum(setup['extra_per_class'].values())} {label} images to "
-            "train/ (arm 3 duplicates real ones: the count-matched control). AUC is the seed mean "
-            "with a case-level bootstrap 95% CI; Δ is paired against arm 1 on the same test images."
+            + f". Arms 3-5 and 7-9 add {sum(setup['extra_per_class'].values())} {label} images "
+            "to train/ (arm 3 duplicates real ones: the count-matched control). AUC is the seed "
+            "mean with a case-level bootstrap 95% CI; Δ is paired against arm 1, and against "
+            "arm 3, on the same test images."
         )
         rows = []
         arms = results["arms"]
         for arm in sorted(arms, key=lambda a: list(ARM_NAMES).index(a) if a in ARM_NAMES else 99):
             row = arms[arm]
-            delta = (
-                f"{row['delta_auc']:+.3f} {interval(row['delta_low'], row['delta_high'])}"
-                if "delta_auc" in row
+            deltas = [
+                f"{row[f'{p}_auc']:+.3f} {interval(row[f'{p}_low'], row[f'{p}_high'])}"
+                if f"{p}_auc" in row
                 else "—"
-            )
+                for p in ("delta", "dup_delta")
+            ]
             rows.append(
                 [
                     ARM_NAMES.get(arm, arm),
                     f"{row['auc']:.3f} {interval(row['auc_low'], row['auc_high'])}",
-                    delta,
+                    deltas[0],
                     fmt(row.get("delta_p")),
+                    deltas[1],
+                    fmt(row.get("dup_delta_p")),
                     fmt(row.get("sensitivity"), 2),
                     fmt(row.get("specificity"), 2),
                     row.get("n_seeds", "-"),
                 ]
             )
         doc.table(
-            ["arm", "test AUC [95% CI]", "ΔAUC vs real [95% CI]", "p", "sens", "spec", "seeds"],
+            [
+                "arm",
+                "test AUC [95% CI]",
+                "ΔAUC vs real [95% CI]",
+                "p",
+                "ΔAUC vs duplicated real [95% CI]",
+                "p",
+                "sens",
+                "spec",
+                "seeds",
+            ],
             rows,
         )
         roc = folder / "figures" / "roc_arms.png"
@@ -332,6 +341,58 @@ def classifier_section(
             shutil.copyfile(roc, figures / f"roc_{subtype}.png")
             doc.image(f"figures/roc_{subtype}.png", f"{subtype}: test ROC curves of every arm")
         doc.paragraph(f"Per-arm detail: {folder / 'report.html'}")
+
+
+def quality_section(doc: Document, layout: Layout, subtypes: list[str]) -> None:
+    """FD, KID, precision/recall and the memorization test in the domain CLIP's space."""
+    rows = []
+    for subtype in subtypes:
+        quality = load(layout.filtered(subtype) / "quality" / "quality.json")
+        if not quality or "skipped" in quality:
+            continue
+        ref = quality["real_vs_real"]
+        rows.append(
+            [
+                f"{subtype} ({quality['label']})",
+                "real train vs held-out",
+                f"{quality['n_train']} / {quality['n_held_out']}",
+                fmt(ref["frechet"], 2),
+                fmt(ref["kid"], 4),
+                fmt(ref["precision"], 2),
+                fmt(ref["recall"], 2),
+                "",
+                "",
+            ]
+        )
+        for mode, row in quality["modes"].items():
+            train, held = row["vs_train"], row["vs_held_out"]
+            rows.append(
+                [
+                    "",
+                    mode,
+                    str(row["n"]),
+                    fmt(train["frechet"], 2),
+                    fmt(train["kid"], 4),
+                    fmt(train["precision"], 2),
+                    fmt(train["recall"], 2),
+                    fmt(held["frechet"], 2),
+                    fmt(row["memorized_fraction"], 2),
+                ]
+            )
+    if not rows:
+        return
+    doc.heading("Synthetic-data quality (domain CLIP image space)")
+    doc.paragraph(
+        "Each generated set against the real train images of its class (held-out: valid + test "
+        "cases, measured only). Read FD and KID in units of the first row, the distance between "
+        "two real sets of the class. Precision: share of synthetic images inside the real "
+        "k-NN manifold (k = 3); recall: share of real images inside the synthetic one. Memorized: "
+        "share of synthetic images nearer to a train image than any held-out real image is."
+    )
+    doc.table(
+        ["task", "set", "n", "FD", "KID", "precision", "recall", "FD vs held-out", "memorized"],
+        rows,
+    )
 
 
 def memorization_section(doc: Document, layout: Layout, subtypes: list[str]) -> None:
@@ -419,6 +480,7 @@ def build_document(run_dir: Path) -> Document:
     generation_section(doc, layout, labels, figures)
     filtering_section(doc, layout, subtypes, figures)
     classifier_section(doc, layout, labels, figures)
+    quality_section(doc, layout, subtypes)
     memorization_section(doc, layout, subtypes)
     cost_section(doc, layout.root)
     doc.heading("Exact config and versions")

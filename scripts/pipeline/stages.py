@@ -17,6 +17,8 @@ from metadata.labelset import LabelSet
 from scripts.pipeline.config import PipelineConfig
 
 PYTHON = sys.executable
+COARSE_ONLY = "coarse_only"  # generate/X/coarse_only, filter/X/coarse_only
+CLIP_ONLY = "filtered_clip_only"  # filter/X/filtered_clip_only: the filter with MoSo off
 
 
 @dataclass
@@ -243,14 +245,17 @@ def generation_stage(
     out = layout.generated(subtype)
     commands = []
     modes = (("diversify", gen.diversify), ("reference", gen.reference))
-    for mode, count in modes:
+    runs = [*modes, (COARSE_ONLY, gen.coarse_only)]
+    for mode, count in runs:
         if count == 0:
             continue
         target = out / mode
+        # The coarse model alone: diversify prompts with both branches' conditioning scales 0.
+        extra = ["--conditioning-scale", "0", "0"] if mode == COARSE_ONLY else []
         commands.append(
             module(
                 "generation.inference.cli",
-                mode,
+                "diversify" if mode == COARSE_ONLY else mode,
                 "--model",
                 str(layout.fine),
                 "--dataset",
@@ -266,6 +271,7 @@ def generation_stage(
                 "--seed",
                 str(gen.seed),
                 *flags(options),
+                *extra,
             )
         )
         for check in ("evaluate", "control"):  # attributes + memorization; FG IoU + background
@@ -282,7 +288,7 @@ def generation_stage(
                     *flags(control if check == "control" else {}),
                 )
             )
-    parts = [str(out / mode) for mode, count in modes if count]
+    parts = [str(out / mode) for mode, count in modes if count]  # coarse_only stays apart
     commands.append(module("scripts.pipeline.manifests", "--out", str(out), *parts))
     return Stage(
         f"generate-{subtype}",
@@ -306,24 +312,29 @@ def clip_stage(config: PipelineConfig, layout: Layout) -> Stage:
     return Stage("clip", layout.clip, [command], ["train_only"], {"clip": config.clip})
 
 
-def filter_stage(config: PipelineConfig, layout: Layout, subtype: str) -> Stage:
-    gen, out = layout.generated(subtype), layout.filtered(subtype)
-    filtering = module(
-        "generation.filtering.cli",
-        "filter",
-        "--manifest",
-        str(gen),
-        "--out",
-        str(out / "filtered"),
-        "--clip-scores",
-        str(out / "clip" / "clip_scores.jsonl"),
-        "--moso-scores",
-        str(out / "moso" / "moso_scores.jsonl"),
-        "--reference-dataset",
-        str(layout.train_only),
-        *flags(config.filter),
-    )
-    commands = [
+def filtering_commands(
+    config: PipelineConfig, layout: Layout, gen: Path, out: Path
+) -> list[list[str]]:
+    """CLIP score, MoSo, the filter, and the same filter with MoSo off (filter_clip_only)."""
+
+    def keep(target: str, options: dict) -> list[str]:
+        return module(
+            "generation.filtering.cli",
+            "filter",
+            "--manifest",
+            str(gen),
+            "--out",
+            str(out / target),
+            "--clip-scores",
+            str(out / "clip" / "clip_scores.jsonl"),
+            "--moso-scores",
+            str(out / "moso" / "moso_scores.jsonl"),
+            "--reference-dataset",
+            str(layout.train_only),
+            *flags(options),
+        )
+
+    return [
         module(
             "generation.filtering.cli",
             "clip-score",
@@ -345,13 +356,44 @@ def filter_stage(config: PipelineConfig, layout: Layout, subtype: str) -> Stage:
             str(out / "moso"),
             *flags(config.moso),
         ),
-        filtering,
+        keep("filtered", config.filter),
+        keep(CLIP_ONLY, {**config.filter, "moso-prune-ratio": 0.0}),
+    ]
+
+
+def filter_stage(config: PipelineConfig, layout: Layout, subtype: str) -> Stage:
+    gen, out = layout.generated(subtype), layout.filtered(subtype)
+    commands = filtering_commands(config, layout, gen, out)
+    if config.generation.coarse_only:
+        commands += filtering_commands(config, layout, gen / COARSE_ONLY, out / COARSE_ONLY)
+    commands += [
+        module(
+            "generation.filtering.cli",
+            "quality",
+            "--model",
+            str(layout.clip / "model"),
+            "--manifest",
+            str(gen),
+            "--dataset",
+            str(layout.dataset),
+            "--splits",
+            str(layout.splits),
+            "--filtered",
+            str(out / "filtered"),
+            "--out",
+            str(out / "quality"),
+            *(
+                ["--extra-set", f"{COARSE_ONLY}={gen / COARSE_ONLY}"]
+                if config.generation.coarse_only
+                else []
+            ),
+        ),
     ]
     return Stage(
         f"filter-{subtype}",
         out,
         commands,
-        ["train_only", f"generate-{subtype}", "clip"],
+        ["data", "split", "train_only", f"generate-{subtype}", "clip"],
         {"moso": config.moso, "filter": config.filter},
     )
 
@@ -368,13 +410,19 @@ def classifier_stage(
     out = layout.classifier(subtype)
     experiment: dict[str, Any] = json.loads(json.dumps(config.classifier))
     experiment.setdefault("data", {}).update({"croot": str(layout.croot), "subtype": subtype})
+    filtered = layout.filtered(subtype)
     experiment.setdefault("mix", {}).update(
         {
             "classes": [0 if (label or subtype) == negative else 1],
             "unfiltered_manifest": str(layout.generated(subtype) / "manifest.jsonl"),
-            "filtered_manifest": str(layout.filtered(subtype) / "filtered" / "manifest.jsonl"),
+            "filtered_manifest": str(filtered / "filtered" / "manifest.jsonl"),
+            "clip_only_manifest": str(filtered / CLIP_ONLY / "manifest.jsonl"),
         }
     )
+    if config.generation.coarse_only:
+        experiment["mix"]["coarse_only_manifest"] = str(
+            filtered / COARSE_ONLY / "filtered" / "manifest.jsonl"
+        )
     experiment["run_dir"] = str(out.parent)
     config_file = out.parent / f"{subtype}.experiment.json"
     threads = ["--cpu-threads", str(config.cpu_threads)] if config.cpu_threads else []
