@@ -123,14 +123,17 @@ def cmd_experiment(args) -> None:
             train=train,
             eval=evaluation,
             mix=MixConfig(
-                args.unfiltered_manifest,
-                args.filtered_manifest,
-                args.synthetic_ratio,
-                args.synthetic_count,
-                tuple(args.synthetic_classes),
+                unfiltered_manifest=args.unfiltered_manifest,
+                filtered_manifest=args.filtered_manifest,
+                clip_only_manifest=args.clip_only_manifest,
+                coarse_only_manifest=args.coarse_only_manifest,
+                ratio=args.synthetic_ratio,
+                per_class_count=args.synthetic_count,
+                classes=tuple(args.synthetic_classes),
             ),
             arms=tuple(args.arms),
             seeds=tuple(args.seeds),
+            ratios=tuple(args.ratios),
             run_dir=args.run_dir,
         )
     subtypes = args.subtypes or [base.data.subtype]
@@ -196,8 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     experiment.add_argument("--run-dir", default="runs/classifier")
     experiment.add_argument("--arms", nargs="+", default=list(ARMS), choices=ALL_ARMS)
     experiment.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    experiment.add_argument(
+        "--ratios", nargs="*", type=float, default=[], help="ratio curve, e.g. 0.25 0.5 1 2 5 10"
+    )
     experiment.add_argument("--unfiltered-manifest", default="")
     experiment.add_argument("--filtered-manifest", default="")
+    experiment.add_argument("--clip-only-manifest", default="", help="filter_clip_only's pool")
+    experiment.add_argument("--coarse-only-manifest", default="", help="coarse_only's pool")
     experiment.add_argument("--synthetic-ratio", type=float, default=1.0)
     experiment.add_argument("--synthetic-count", type=int, default=-1)
     experiment.add_argument("--synthetic-classes", nargs="+", type=int, default=[1])

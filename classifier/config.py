@@ -84,6 +84,9 @@ class ExperimentConfig:
     mix: MixConfig = field(default_factory=MixConfig)
     arms: tuple[str, ...] = ARMS
     seeds: tuple[int, ...] = (0, 1, 2)
+    # Synthetic-to-real ratios of the ratio curve (e.g. 0.25 ... 10): dup_real and
+    # synthetic_filtered again at each, paired against real only. Empty: no curve.
+    ratios: tuple[float, ...] = ()
     run_dir: str = "runs/classifier"
 
 

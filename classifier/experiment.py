@@ -232,6 +232,58 @@ def summarize(config: ExperimentConfig, runs: dict[str, dict[int, dict]], root: 
     return {"arms": summary, "scores": {a: s.tolist() for a, s in scores.items()}}
 
 
+RATIO_ARMS = ("dup_real", "synthetic_filtered")
+
+
+def ratio_curve(
+    config: ExperimentConfig,
+    real_train: list[ImageItem],
+    pools: dict[str, list[ImageItem]],
+    valid: list[ImageItem],
+    test: list[ImageItem],
+    root: Path,
+    cache: ImageCache,
+    real_runs: dict[int, dict],
+) -> list[dict]:
+    """ΔAUC vs real only of the duplicated-real control and the filtered synthetic arm at each
+    synthetic-to-real ratio (counts capped by the pool: `count` says what was reached)."""
+    if "synthetic_filtered" not in pools or not real_runs:
+        raise ValueError("the ratio curve needs the 'real' and 'synthetic_filtered' arms")
+    rows = []
+    for ratio in config.ratios:
+        counts = matched_counts(
+            real_train, [pools["synthetic_filtered"]], config.mix.classes, ratio, -1
+        )
+        runs: dict[str, dict[int, dict]] = {"real": real_runs}
+        for arm in RATIO_ARMS:
+            name = f"ratio_{ratio:g}/{arm}"
+            runs[name] = {}
+            for seed in config.seeds:
+                items, augmentation = arm_training_set(arm, real_train, pools, counts, seed)
+                folder = root / name / f"seed_{seed}"
+                runs[name][seed] = run_one(
+                    config, arm, seed, items, augmentation, valid, test, folder, cache
+                )
+        summary = summarize(config, runs, root)["arms"]
+        real_counts = class_counts(real_train)
+        for arm in RATIO_ARMS:
+            row = summary[f"ratio_{ratio:g}/{arm}"]
+            rows.append(
+                {
+                    "ratio": ratio,
+                    "arm": arm,
+                    "count": {str(c): n for c, n in counts.items()},
+                    "ratio_reached": {
+                        str(c): round(n / max(real_counts.get(c, 0), 1), 3)
+                        for c, n in counts.items()
+                    },
+                    **{key: row[key] for key in ("auc", "delta_auc", "delta_low", "delta_high")},
+                    "delta_p": row["delta_p"],
+                }
+            )
+    return rows
+
+
 def run_experiment(config: ExperimentConfig) -> dict:
     """All arms × seeds for `config.data.subtype`; results.json + report in the run folder."""
     from classifier.report import write_report
@@ -282,6 +334,10 @@ def run_experiment(config: ExperimentConfig) -> dict:
                 cache,
             )
     results = {"setup": setup, "runs": runs, **summarize(config, runs, root)}
+    if config.ratios:
+        results["ratio_curve"] = ratio_curve(
+            config, real_train, pools, valid, test, root, cache, runs.get("real", {})
+        )
     write_json(root / "results.json", results)
     write_report(root, results, layout, pools, counts)
     return results

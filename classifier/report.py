@@ -88,6 +88,33 @@ def html_table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def plot_ratio_curve(rows: list[dict], path: Path, subtype: str) -> None:
+    """ΔAUC vs real only (95% CI) against the synthetic-to-real ratio, one line per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(5, 3.6))
+    for offset, arm in zip((-0.03, 0.03), ("dup_real", "synthetic_filtered")):
+        own = [row for row in rows if row["arm"] == arm]
+        ratios = np.array([row["ratio"] for row in own]) * (1 + offset)
+        delta = np.array([row["delta_auc"] for row in own])
+        low = delta - np.array([row["delta_low"] for row in own])
+        high = np.array([row["delta_high"] for row in own]) - delta
+        axes.errorbar(ratios, delta, yerr=[low, high], marker="o", capsize=3, label=ARM_TITLES[arm])
+    axes.axhline(0, color="grey", lw=0.8, ls="--")
+    axes.set(
+        xscale="log", xlabel="synthetic (or duplicated) : real, rare class", ylabel="ΔAUC vs real"
+    )
+    axes.set_title(f"{subtype}: ratio curve")
+    axes.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def write_report(
     root: Path,
     results: dict,
@@ -153,6 +180,10 @@ def write_report(
     for title, (header, rows) in tables:
         md += [f"## {title}", "", markdown_table(header, rows), ""]
         body += [f"<h2>{html.escape(title)}</h2>", html_table(header, rows)]
+    if results.get("ratio_curve"):
+        plot_ratio_curve(results["ratio_curve"], figures / "ratio_curve.png", subtype)
+        md += ["## Ratio curve", "", "![ratio curve](figures/ratio_curve.png)", ""]
+        body += ["<h2>Ratio curve</h2>", '<img src="figures/ratio_curve.png">']
     md += ["## ROC curves", "", "![arms](figures/roc_arms.png)", ""]
     body += ["<h2>ROC curves</h2>", '<img src="figures/roc_arms.png">']
     for arm in results["scores"]:

@@ -148,3 +148,87 @@ def test_experiment_cli_report_and_matched_arms(tmp_path, croot):
     assert (root / "report.html").is_file() and (root / "figures" / "roc_arms.png").is_file()
     for arm in results["arms"]:
         assert f"figures/roc_{arm}.png" in report
+
+
+def test_new_arms_compose_their_training_sets_and_pretrain_then_fine_tune_on_real(tmp_path, croot):
+    """mixup trains on real only; filter_clip_only and coarse_only add as many images as the
+    other synthetic arms; synthetic_pretrain's second phase sees real images only; every arm
+    is paired against real and against duplicated real."""
+    filtered = build_toy_manifest(tmp_path / "filt", SUBTYPE, (0, 8), 32, 8, kept_fraction=0.7)
+    clip_only = build_toy_manifest(tmp_path / "clip", SUBTYPE, (0, 8), 32, 9, kept_fraction=0.9)
+    coarse = build_toy_manifest(tmp_path / "coarse", SUBTYPE, (0, 8), 32, 10, kept_fraction=0.8)
+    run_dir = tmp_path / "exp"
+    args = ["experiment", "--croot", str(croot), "--subtype", SUBTYPE, "--image-size", "32"]
+    args += ["--arch", "resnet18", "--epochs", "1", "--batch-size", "16", "--no-progress"]
+    args += ["--seeds", "1", "--n-bootstrap", "50", "--run-dir", str(run_dir), "--arms"]
+    args += ["real", "dup_real", "synthetic_filtered", "mixup", "filter_clip_only"]
+    args += ["coarse_only", "synthetic_pretrain", "--filtered-manifest", str(filtered)]
+    args += ["--clip-only-manifest", str(clip_only), "--coarse-only-manifest", str(coarse)]
+    assert main(args) == 0
+    root = run_dir / SUBTYPE
+    results = json.loads((root / "results.json").read_text())
+    count = results["setup"]["extra_per_class"]["1"]
+
+    def composition(*parts):
+        return json.loads(root.joinpath(*parts, "composition.json").read_text())
+
+    real_only = composition("real", "seed_1")
+    assert composition("mixup", "seed_1") == real_only
+    for arm in ("synthetic_filtered", "filter_clip_only", "coarse_only"):
+        assert composition(arm, "seed_1") == {**real_only, "synthetic_1": count}
+    assert composition("synthetic_pretrain", "seed_1", "pretrain") == {
+        **real_only,
+        "synthetic_1": count,
+    }
+    assert composition("synthetic_pretrain", "seed_1") == real_only  # fine-tuned on real only
+    assert (root / "synthetic_pretrain" / "seed_1" / "pretrain" / "best").is_dir()
+    for arm, row in results["arms"].items():
+        assert ("delta_auc" in row) == (arm != "real")
+        assert ("dup_delta_auc" in row) == (arm not in ("real", "dup_real"))
+
+
+def test_mixup_blends_each_image_with_a_partner_reproducibly():
+    from classifier.train import _step_generator, mixup
+
+    batch = torch.arange(4 * 3 * 2 * 2, dtype=torch.float32).reshape(4, 3, 2, 2)
+    targets = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    config = TrainConfig(mixup_alpha=0.4, seed=3)
+    mixed, partner, share = mixup(batch, targets, config, 2, 5, _step_generator(3, 2, 5))
+    again, partner_again, share_again = mixup(
+        batch, targets, config, 2, 5, _step_generator(3, 2, 5)
+    )
+    assert (
+        torch.equal(mixed, again) and torch.equal(partner, partner_again) and share == share_again
+    )
+    assert 0.0 < share < 1.0 and not torch.equal(mixed, batch)
+    order = [
+        int(((mixed[i] - share * batch[i]) / (1 - share)).flatten()[0].round()) // 12
+        for i in range(4)
+    ]
+    assert sorted(order) == [0, 1, 2, 3]  # a permutation of the batch
+    assert torch.equal(partner, targets[order])
+
+
+def test_ratio_curve_runs_both_arms_at_each_ratio_with_growing_counts(tmp_path, croot):
+    filtered = build_toy_manifest(tmp_path / "filt", SUBTYPE, (0, 30), 32, 8, kept_fraction=0.9)
+    run_dir = tmp_path / "exp"
+    args = ["experiment", "--croot", str(croot), "--subtype", SUBTYPE, "--image-size", "32"]
+    args += ["--arch", "resnet18", "--epochs", "1", "--batch-size", "16", "--no-progress"]
+    args += ["--seeds", "1", "--n-bootstrap", "50", "--run-dir", str(run_dir), "--arms"]
+    args += ["real", "dup_real", "synthetic_filtered", "--filtered-manifest", str(filtered)]
+    args += ["--ratios", "0.5", "2"]
+    assert main(args) == 0
+    root = run_dir / SUBTYPE
+    curve = json.loads((root / "results.json").read_text())["ratio_curve"]
+    assert [(row["ratio"], row["arm"]) for row in curve] == [
+        (0.5, "dup_real"),
+        (0.5, "synthetic_filtered"),
+        (2.0, "dup_real"),
+        (2.0, "synthetic_filtered"),
+    ]
+    low, high = curve[1]["count"]["1"], curve[3]["count"]["1"]
+    assert 0 < low < high and curve[3]["ratio_reached"]["1"] > curve[1]["ratio_reached"]["1"]
+    added = json.loads((root / "ratio_2/synthetic_filtered/seed_1/composition.json").read_text())
+    assert added["synthetic_1"] == high
+    assert all(row["delta_low"] <= row["delta_auc"] <= row["delta_high"] for row in curve)
+    assert (root / "figures" / "ratio_curve.png").is_file()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from classifier.config import ALL_ARMS, EXTRA_ARMS
 from metadata.builder import DUPLICATES_REPORT, DuplicateConflictError
 from metadata.classifier_export import export_classifier_layout
 from metadata.importers.folders import import_folders
@@ -269,11 +270,27 @@ def test_toy_run_on_own_data_reports_the_declared_classes(own_dataset, tmp_path)
 
     run_dir = tmp_path / "run"
     argv = ["run", "--profile", "toy", "--data", str(own_dataset), "--run-dir", str(run_dir)]
-    assert tiger([*argv, "--set", "preflight.tiny_lesions=skip"]) == 0
+    arms = "classifier.arms=[" + ",".join(ALL_ARMS) + "]"  # every arm, the coarse model's too
+    settings = ["preflight.tiny_lesions=skip", "generation.coarse_only=4", arms]
+    assert tiger([*argv, "--set", *settings]) == 0
     results = json.loads((run_dir / "classifier" / "malignant" / "results.json").read_text())
-    assert {"real", "dup_real", "synthetic_filtered"} <= set(results["arms"])
+    assert set(results["arms"]) == set(ALL_ARMS)
+    assert all("dup_delta_auc" in results["arms"][arm] for arm in EXTRA_ARMS)
+    coarse = [json.loads(line) for line in (run_dir / "generate" / "malignant" / "coarse_only"
+              / "manifest.jsonl").read_text().splitlines()]  # fmt: skip
+    assert len(coarse) == 4 and all(row["conditioning_scales"] == [0.0, 0.0] for row in coarse)
+    main_manifest = (run_dir / "generate" / "malignant" / "manifest.jsonl").read_text()
+    assert "coarse_only" not in main_manifest  # its own pool, never arm 4/5's
+    quality = json.loads(
+        (run_dir / "filter" / "malignant" / "quality" / "quality.json").read_text()
+    )
+    assert (
+        "coarse_only" in quality["modes"] and "memorized_fraction" in quality["modes"]["diversify"]
+    )
     report = (run_dir / "report" / "report.md").read_text()
     assert "### malignant vs benign" in report and "task (benign / positive class)" in report
+    assert "9 pretrain on 5's set, fine-tune on real only" in report
+    assert "## Synthetic-data quality" in report and "ΔAUC vs duplicated real" in report
     assert "Near-duplicates: " in report and "conflicting labels were left out" in report
     dataset = read_metadata(run_dir / "data" / "dataset")
     assert {r.label for r in dataset} == {"benign", "malignant", "normal"}

@@ -340,6 +340,13 @@ def classifier_section(
         if roc.is_file():
             shutil.copyfile(roc, figures / f"roc_{subtype}.png")
             doc.image(f"figures/roc_{subtype}.png", f"{subtype}: test ROC curves of every arm")
+        curve = folder / "figures" / "ratio_curve.png"
+        if results.get("ratio_curve") and curve.is_file():
+            shutil.copyfile(curve, figures / f"ratio_curve_{subtype}.png")
+            doc.image(
+                f"figures/ratio_curve_{subtype}.png",
+                f"{subtype}: ΔAUC vs real only against the synthetic (or duplicated) to real ratio",
+            )
         doc.paragraph(f"Per-arm detail: {folder / 'report.html'}")
 
 
