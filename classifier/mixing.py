@@ -21,13 +21,23 @@ from classifier.layout import (
 from metadata.vocabulary import BENIGN
 
 
-def manifest_label(label: str, subtype: str) -> int | None:
-    """benign -> 0, the task's subtype -> 1, anything else (another subtype) -> skipped."""
-    if label == BENIGN:
+def manifest_label(label: str, subtype: str, negative: str = BENIGN) -> int | None:
+    """The task's negative class -> 0 (benign for thyroid), its positive class -> 1, anything
+    else (another positive class) -> skipped."""
+    if label == negative:
         return 0
     if label == subtype:
         return 1
     return None
+
+
+def negative_class(croot: str | Path) -> str:
+    """The label set's negative class, as the exporter recorded it in CROOT/splits.json."""
+    path = Path(croot) / "splits.json"
+    try:
+        return str(json.loads(path.read_text())["labels"]["negative"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return BENIGN  # layouts from before label sets, or written by other tools: thyroid
 
 
 def read_manifest(
@@ -41,6 +51,7 @@ def read_manifest(
         raise LayoutError(path, "synthetic manifest not found")
     protected = []
     held_out: dict[str, str] = {}
+    negative = negative_class(croot) if croot else BENIGN
     if croot:
         protected = [(Path(croot) / subtype / s).resolve() for s in ("valid", "test")]
         held_out = held_out_cases(croot)
@@ -60,7 +71,7 @@ def read_manifest(
                 raise LayoutError(where, "filtered manifest row has no 'kept' field")
             if require_kept and not row["kept"]:
                 continue
-            label = manifest_label(str(row["label"]), subtype)
+            label = manifest_label(str(row["label"]), subtype, negative)
             if label is None:
                 continue
             image = Path(row["file_name"])

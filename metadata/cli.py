@@ -33,6 +33,14 @@ CONFLICTS_HELP = (
 WORKERS_HELP = "processes for the import (default: the CPUs, at most 8; 1: no pool)"
 
 
+def add_import_options(parser: argparse.ArgumentParser) -> None:
+    """What the importers of a user's own data share: label set, bad inputs, conflicts, pool."""
+    parser.add_argument("--labels", type=Path, default=None, help=LABELS_HELP)
+    parser.add_argument("--skip-bad", action="store_true", help=SKIP_HELP)
+    parser.add_argument("--drop-conflicts", action="store_true", help=CONFLICTS_HELP)
+    parser.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tiger-metadata", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -64,10 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generic.add_argument("--csv", type=Path, required=True, help="the CSV (paths relative to it)")
     generic.add_argument("--out", type=Path, required=True, help="the dataset folder to write")
-    generic.add_argument("--labels", type=Path, default=None, help=LABELS_HELP)
-    generic.add_argument("--skip-bad", action="store_true", help=SKIP_HELP)
-    generic.add_argument("--drop-conflicts", action="store_true", help=CONFLICTS_HELP)
-    generic.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
+    add_import_options(generic)
 
     folders = commands.add_parser(
         "folders",
@@ -77,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     folders.add_argument("--root", type=Path, required=True, help="ROOT holding one folder/class")
     folders.add_argument("--out", type=Path, required=True, help="the dataset folder to write")
-    folders.add_argument("--labels", type=Path, default=None, help=LABELS_HELP)
+    add_import_options(folders)
     folders.add_argument("--negative", default=None, help="the negative class (e.g. benign)")
     folders.add_argument(
         "--lesion-free", default=None, help="the class whose frames have no lesion (e.g. normal)"
@@ -85,9 +90,6 @@ def build_parser() -> argparse.ArgumentParser:
     folders.add_argument(
         "--rare", nargs="+", default=None, help="positives to augment (default: every positive)"
     )
-    folders.add_argument("--skip-bad", action="store_true", help=SKIP_HELP)
-    folders.add_argument("--drop-conflicts", action="store_true", help=CONFLICTS_HELP)
-    folders.add_argument("--workers", type=int, default=None, help=WORKERS_HELP)
 
     tiger = commands.add_parser("tiger", help="import an existing Tiger-style folder")
     tiger.add_argument("--src", type=Path, required=True)

@@ -323,3 +323,14 @@ def test_preflight_plans_memory_from_a_pretrained_folder_and_refuses_what_cannot
     config.pretrained_model_name_or_path = str(tmp_path / "missing")
     preflight.check_memory(config, report)
     assert "no such folder" in report.problems[0]
+
+
+def test_synthetic_rows_of_the_declared_negative_class_go_to_class_0(tmp_path):
+    from classifier.mixing import manifest_label, negative_class
+
+    (tmp_path / "splits.json").write_text(json.dumps({"labels": {"negative": "healthy"}}))
+    negative = negative_class(tmp_path)
+    assert negative == "healthy" and negative_class(tmp_path / "none") == "benign"
+    assert manifest_label("healthy", "lesion", negative) == 0
+    assert manifest_label("lesion", "lesion", negative) == 1
+    assert manifest_label("benign", "lesion", negative) is None
