@@ -57,3 +57,65 @@ def test_report_gives_real_vs_real_reference_and_every_mode():
     assert set(row) >= {"vs_train", "vs_held_out", "memorized_fraction"}
     with pytest.raises(ValueError, match="at least 2"):
         quality_report(train, held[:1], {})
+
+
+@pytest.fixture(scope="module")
+def random_inception_weights(tmp_path_factory):
+    """torch-fidelity's InceptionV3 architecture with random weights, as a user's .safetensors
+    (the real file cannot be downloaded here); its __init__ loads weights, so it is given an
+    empty dict once and the loading is skipped."""
+    pytest.importorskip("torch_fidelity")
+    from safetensors.torch import save_file
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    folder = tmp_path_factory.mktemp("inception")
+    empty = folder / "empty.pt"
+    torch.save({}, empty)
+    original = FeatureExtractorInceptionV3.load_state_dict
+    FeatureExtractorInceptionV3.load_state_dict = lambda self, state: None
+    try:
+        torch.manual_seed(0)
+        network = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], str(empty))
+    finally:
+        FeatureExtractorInceptionV3.load_state_dict = original
+    path = folder / "inception.safetensors"
+    save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(path))
+    return path
+
+
+def test_inception_distances_from_a_local_weights_file(random_inception_weights, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from generation.filtering.inception import (
+        inception_features,
+        inception_network,
+        safe_tensor_copy,
+    )
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for index in range(12):
+        shade = 40 if index < 6 else 200  # two kinds of image
+        pixels = np.clip(rng.normal(shade, 20, (32, 32)), 0, 255).astype(np.uint8)
+        paths.append(tmp_path / f"{index}.png")
+        Image.fromarray(pixels).save(paths[-1])
+    network = inception_network(safe_tensor_copy(random_inception_weights, tmp_path / "cache"))
+    dark, light = inception_features(network, paths[:6]), inception_features(network, paths[6:])
+    assert dark.shape == (6, 2048)
+    assert frechet_distance(dark, dark) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(dark, light) > 10 * frechet_distance(dark[:3], dark[3:])
+
+
+def test_inception_weights_that_would_run_code_are_refused(tmp_path):
+    from generation.filtering.inception import safe_tensor_copy
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this would run",))
+
+    pickled = tmp_path / "evil.pth"
+    torch.save({"weight": Payload()}, pickled)
+    with pytest.raises(ValueError, match="not a plain weights file"):
+        safe_tensor_copy(pickled, tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()

@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=MANIFEST",
         help="further synthetic sets measured alike, e.g. coarse_only=GEN/coarse_only",
     )
+    quality.add_argument(
+        "--inception-weights",
+        type=Path,
+        default=None,
+        help="a local InceptionV3 FID weights file (torch-fidelity's, .pth or .safetensors; "
+        "read without running code): adds FID/KID in Inception space; never downloaded",
+    )
     quality.add_argument("--out", type=Path, required=True, help="folder for OUT/quality.json")
     return parser
 
@@ -133,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
             args.out,
             args.filtered,
             {name: Path(path) for name, path in extra.items()},
+            args.inception_weights,
         )
         print({mode: row["vs_train"] for mode, row in report["modes"].items()})
     elif args.command == "moso":

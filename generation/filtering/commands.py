@@ -172,6 +172,7 @@ def run_quality(
     out_dir: Path,
     filtered: Path | None = None,
     extra: dict[str, Path] | None = None,
+    inception_weights: Path | None = None,
 ) -> dict:
     """Quality of each synthetic set (by mode, and the filtered set when given) against the
     real images of its class, in the domain CLIP's space (generation.filtering.quality)."""
@@ -195,18 +196,28 @@ def run_quality(
                   f"real {labels[0]} images (need 2 each)"}  # fmt: skip
         write_json(Path(out_dir) / "quality.json", report)
         return report
-    sets = {}
+    paths = {}
     for mode in sorted({str(image.row.get("mode", "all")) for image in images}):
-        paths = [im.path for im in images if str(im.row.get("mode", "all")) == mode]
-        sets[mode] = encode_images(model, preprocess, paths)
+        paths[mode] = [im.path for im in images if str(im.row.get("mode", "all")) == mode]
     if filtered is not None:
-        kept = [image.path for image in read_manifest(filtered) if image.row.get("kept")]
-        sets["filtered"] = encode_images(model, preprocess, kept)
+        paths["filtered"] = [im.path for im in read_manifest(filtered) if im.row.get("kept")]
     for name, location in (extra or {}).items():  # e.g. the coarse model's images
-        sets[name] = encode_images(model, preprocess, [im.path for im in read_manifest(location)])
-    report = quality_report(
-        encode_images(model, preprocess, train), encode_images(model, preprocess, held), sets
-    )
+        paths[name] = [im.path for im in read_manifest(location)]
+
+    def measured(encode) -> dict:
+        sets = {name: encode(files) for name, files in paths.items()}
+        return quality_report(encode(train), encode(held), sets)
+
+    report = measured(lambda files: encode_images(model, preprocess, files))
     report.update({"label": labels[0], "model": str(model_dir), "space": "domain CLIP image"})
+    if inception_weights is not None:  # the field's FID/KID, from the user's local weights
+        from generation.filtering.inception import (
+            inception_features,
+            inception_network,
+            safe_tensor_copy,
+        )
+
+        network = inception_network(safe_tensor_copy(inception_weights, Path(out_dir) / ".cache"))
+        report["inception"] = measured(lambda files: inception_features(network, files))
     write_json(Path(out_dir) / "quality.json", report)
     return report

@@ -82,6 +82,8 @@ class PipelineConfig:
     subtypes: list[str] = field(default_factory=list)  # empty: every task in splits.json
     cpu_threads: int = 0  # 0: torch's default; stages get it as their thread count
     pretrained_model_name_or_path: str | None = None  # a local SD folder (GPU profile)
+    # A local InceptionV3 FID weights file: the quality check adds FID/KID in Inception space.
+    inception_weights: str | None = None
     # Launcher of the two training stages, e.g. ["accelerate", "launch", "--num_processes", "4"]
     # for several GPUs; empty: plain `python -m`.
     launcher: list[str] = field(default_factory=list)
@@ -302,6 +304,10 @@ def validate(config: PipelineConfig, source: str) -> None:
         )
     if data.source == "ddti" and not Path(data.ddti_root).is_dir():
         raise PipelineConfigError(f"{source}: data.ddti_root {data.ddti_root} is not a folder")
+    if config.inception_weights and not Path(config.inception_weights).is_file():
+        raise PipelineConfigError(
+            f"{source}: inception_weights {config.inception_weights} is not a file"
+        )
     if data.n_images < 8:
         raise PipelineConfigError(f"{source}: data.n_images must be >= 8, got {data.n_images}")
     if config.generation.diversify < 0 or config.generation.reference < 0:

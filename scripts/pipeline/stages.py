@@ -387,6 +387,11 @@ def filter_stage(config: PipelineConfig, layout: Layout, subtype: str) -> Stage:
                 if config.generation.coarse_only
                 else []
             ),
+            *(
+                ["--inception-weights", str(config.inception_weights)]
+                if config.inception_weights
+                else []
+            ),
         ),
     ]
     return Stage(
