@@ -24,6 +24,7 @@ from scipy import ndimage
 
 import metadata.background as background
 from metadata.atomic import write_json
+from metadata.builder import default_workers
 from metadata.importers.ddti import import_ddti
 from metadata.phantom import PhantomConfig
 from metadata.records import read_metadata
@@ -86,7 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ddti", default="../shared/data/ddti")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--work", type=Path, default=Path("runs/bench_import"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/import_speed.json"))
     args = parser.parse_args()

@@ -183,7 +183,9 @@ def build_or_skip(sample: Sample, root: Path, labels: LabelSet) -> BuiltSample |
 
 
 def default_workers() -> int:
-    return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+    """The CPUs this process may use (all of them where affinity is unknown), at most 8."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(MAX_WORKERS, cpus or 1))
 
 
 def built_samples(
