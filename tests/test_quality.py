@@ -119,3 +119,13 @@ def test_inception_weights_that_would_run_code_are_refused(tmp_path):
     with pytest.raises(ValueError, match="not a plain weights file"):
         safe_tensor_copy(pickled, tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
+
+
+def test_blocked_distances_give_the_unblocked_answers(monkeypatch):
+    """Memory stays O(block x set) at 30k x 40k; the answers must not depend on the block."""
+    from generation.filtering import quality
+
+    real, synthetic, held = features(70, 0), features(50, 1, shift=0.5), features(30, 2)
+    whole = (precision_recall(real, synthetic), memorized_fraction(real, held, synthetic))
+    monkeypatch.setattr(quality, "BLOCK", 7)
+    assert (precision_recall(real, synthetic), memorized_fraction(real, held, synthetic)) == whole

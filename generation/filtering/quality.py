@@ -61,18 +61,38 @@ def kernel_distance(real: torch.Tensor, other: torch.Tensor, seed: int = 0) -> t
     return float(mean), float(std)
 
 
+BLOCK = 2048  # rows per distance block: memory stays O(BLOCK x set size) at any scale
+
+
+def blocked_min_distance(points: torch.Tensor, others: torch.Tensor) -> torch.Tensor:
+    """Each point's distance to its nearest row of `others`, a block of points at a time."""
+    return torch.cat(
+        [
+            torch.cdist(points[i : i + BLOCK], others).min(dim=1).values
+            for i in range(0, len(points), BLOCK)
+        ]
+    )
+
+
 def knn_radii(features: torch.Tensor, k: int) -> torch.Tensor:
     """Distance of each feature to its k-th nearest other feature of the same set."""
-    distances = torch.cdist(features, features)
     k = min(k, len(features) - 1)
-    return distances.topk(k + 1, largest=False).values[:, k]  # index 0 is the point itself
+    return torch.cat(
+        [  # index 0 of each row's k+1 smallest is the point itself
+            torch.cdist(features[i : i + BLOCK], features).topk(k + 1, largest=False).values[:, k]
+            for i in range(0, len(features), BLOCK)
+        ]
+    )
 
 
 def coverage(points: torch.Tensor, manifold: torch.Tensor, k: int) -> float:
     """Share of `points` inside the union of k-NN balls around `manifold`'s features."""
     radii = knn_radii(manifold, k)
-    inside = (torch.cdist(points, manifold) <= radii[None, :]).any(dim=1)
-    return float(inside.float().mean())
+    inside = [
+        (torch.cdist(points[i : i + BLOCK], manifold) <= radii[None, :]).any(dim=1)
+        for i in range(0, len(points), BLOCK)
+    ]
+    return float(torch.cat(inside).float().mean())
 
 
 def precision_recall(real: torch.Tensor, synthetic: torch.Tensor, k: int = NEIGHBOURS):
@@ -85,8 +105,8 @@ def memorized_fraction(
 ) -> tuple[float, float]:
     """(fraction of synthetic images nearer to a train image than any held-out real image is,
     that threshold)."""
-    threshold = float(torch.cdist(held_out, train).min(dim=1).values.min())
-    nearest = torch.cdist(synthetic, train).min(dim=1).values
+    threshold = float(blocked_min_distance(held_out, train).min())
+    nearest = blocked_min_distance(synthetic, train)
     return float((nearest < threshold).float().mean()), threshold
 
 
