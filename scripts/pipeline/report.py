@@ -350,43 +350,67 @@ def classifier_section(
         doc.paragraph(f"Per-arm detail: {folder / 'report.html'}")
 
 
-def quality_section(doc: Document, layout: Layout, subtypes: list[str]) -> None:
-    """FD, KID, precision/recall and the memorization test in the domain CLIP's space."""
-    rows = []
-    for subtype in subtypes:
-        quality = load(layout.filtered(subtype) / "quality" / "quality.json")
-        if not quality or "skipped" in quality:
-            continue
-        ref = quality["real_vs_real"]
+def quality_rows(subtype: str, quality: dict) -> list[list[str]]:
+    """One row for the real-vs-real reference, then one per synthetic set; FD also in units of
+    the reference (how far from real, measured in real-to-real distances)."""
+    ref = quality["real_vs_real"]
+    scale = ref["frechet"] if ref["frechet"] > 0 else float("nan")
+    rows = [
+        [
+            f"{subtype} ({quality['label']})",
+            "real train vs held-out",
+            f"{quality['n_train']} / {quality['n_held_out']}",
+            fmt(ref["frechet"], 2),
+            "1",
+            fmt(ref["kid"], 4),
+            fmt(ref["precision"], 2),
+            fmt(ref["recall"], 2),
+            "",
+            "",
+        ]
+    ]
+    for mode, row in quality["modes"].items():
+        train, held = row["vs_train"], row["vs_held_out"]
         rows.append(
             [
-                f"{subtype} ({quality['label']})",
-                "real train vs held-out",
-                f"{quality['n_train']} / {quality['n_held_out']}",
-                fmt(ref["frechet"], 2),
-                fmt(ref["kid"], 4),
-                fmt(ref["precision"], 2),
-                fmt(ref["recall"], 2),
                 "",
-                "",
+                mode,
+                str(row["n"]),
+                fmt(train["frechet"], 2),
+                fmt(train["frechet"] / scale, 1),
+                fmt(train["kid"], 4),
+                fmt(train["precision"], 2),
+                fmt(train["recall"], 2),
+                fmt(held["frechet"], 2),
+                fmt(row["memorized_fraction"], 2),
             ]
         )
-        for mode, row in quality["modes"].items():
-            train, held = row["vs_train"], row["vs_held_out"]
-            rows.append(
-                [
-                    "",
-                    mode,
-                    str(row["n"]),
-                    fmt(train["frechet"], 2),
-                    fmt(train["kid"], 4),
-                    fmt(train["precision"], 2),
-                    fmt(train["recall"], 2),
-                    fmt(held["frechet"], 2),
-                    fmt(row["memorized_fraction"], 2),
-                ]
-            )
-    if not rows:
+    return rows
+
+
+QUALITY_HEADER = [
+    "task",
+    "set",
+    "n",
+    "FD",
+    "FD ÷ real-real",
+    "KID",
+    "precision",
+    "recall",
+    "FD vs held-out",
+    "memorized",
+]
+
+
+def quality_section(doc: Document, layout: Layout, subtypes: list[str]) -> None:
+    """FD, KID, precision/recall and the memorization test in the domain CLIP's space (and in
+    Inception space when the run had local Inception weights)."""
+    found = {}
+    for subtype in subtypes:
+        quality = load(layout.filtered(subtype) / "quality" / "quality.json")
+        if quality and "skipped" not in quality:
+            found[subtype] = quality
+    if not found:
         return
     doc.heading("Synthetic-data quality (domain CLIP image space)")
     doc.paragraph(
@@ -396,10 +420,13 @@ def quality_section(doc: Document, layout: Layout, subtypes: list[str]) -> None:
         "k-NN manifold (k = 3); recall: share of real images inside the synthetic one. Memorized: "
         "share of synthetic images nearer to a train image than any held-out real image is."
     )
-    doc.table(
-        ["task", "set", "n", "FD", "KID", "precision", "recall", "FD vs held-out", "memorized"],
-        rows,
-    )
+    doc.table(QUALITY_HEADER, [r for s, q in found.items() for r in quality_rows(s, q)])
+    inception = {
+        s: q["inception"] | {"label": q["label"]} for s, q in found.items() if "inception" in q
+    }
+    if inception:
+        doc.heading("Synthetic-data quality (InceptionV3 space, local weights)", 3)
+        doc.table(QUALITY_HEADER, [r for s, q in inception.items() for r in quality_rows(s, q)])
 
 
 def memorization_section(doc: Document, layout: Layout, subtypes: list[str]) -> None:
