@@ -49,7 +49,7 @@ def overrides_from(args: argparse.Namespace) -> dict:
 # What each profile costs, shown by --help (the values themselves: `tiger config --profile P`).
 PROFILE_COSTS = {
     "toy": "CPU, ~2 min: 60 frames, a few steps (the tests' size; results mean nothing)",
-    "quick": "CPU, ~25 min on 2 cores: tiny models trained at 64 px on 1000 phantom frames",
+    "quick": "CPU, ~30-40 min on 2 cores: tiny models at 64 px, 1000 phantom frames, 9 arms",
     "long": "CPU, hours: 1200 frames at 128 px, 2400 coarse / 3000 fine steps, 3 seeds",
     "gpu": "one CUDA GPU and a local Stable Diffusion folder (--pretrained): 512 px, bf16",
 }

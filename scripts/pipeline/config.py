@@ -165,7 +165,8 @@ PROFILES: dict[str, dict] = {
         "subtypes": ["FTC", "MTC"],
         "coarse": {"profile": "quick"},
         # The coarse quick profile trains at 64 px (the 128 px phantom is resized); the fine
-        # branches and the sampler follow it: ~25-37 min on 2 cores (README, "The default run").
+        # branches and the sampler follow it: ~30-40 min on 2 cores with all nine arms (README,
+        # "The default run").
         "fine": {"profile": "quick", "cpu_threads": 2, "resolution": 64},
         "generation": {
             "diversify": 32,
