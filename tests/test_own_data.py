@@ -334,3 +334,30 @@ def test_synthetic_rows_of_the_declared_negative_class_go_to_class_0(tmp_path):
     assert manifest_label("healthy", "lesion", negative) == 0
     assert manifest_label("lesion", "lesion", negative) == 1
     assert manifest_label("benign", "lesion", negative) is None
+
+
+def test_preflight_plans_the_gpu_profile_at_full_size_as_the_memory_benchmark_did(tmp_path):
+    """SD 2.1-base's published configs alone (no weights): the preflight's plans for the gpu
+    profile equal benchmarks/results/memory_plan.json's (coarse full 8-bit, fine 8-bit)."""
+    import torch
+
+    from generation.twin import build_twin_pipeline
+    from scripts.pipeline import preflight
+
+    with torch.device("meta"):
+        twin = build_twin_pipeline("sd21base")
+    folder = tmp_path / "sd21base-configs"
+    twin.unet.save_config(folder / "unet")
+    twin.vae.save_config(folder / "vae")
+    twin.text_encoder.config.save_pretrained(folder / "text_encoder")
+    config = load_config("gpu", overrides={"pretrained_model_name_or_path": str(folder)})
+    plans = {plan.stage: plan.total / 2**30 for plan in preflight.memory_plans(config, folder)}
+    results = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
+    benchmark = json.loads((results / "memory_plan.json").read_text())
+    expected = benchmark["gpu_512px_bf16"]
+    assert plans["coarse"] == pytest.approx(
+        expected["coarse full, adamw8bit, batch 2"]["total_gib"], abs=0.01
+    )
+    assert plans["fine"] == pytest.approx(
+        expected["fine, adamw8bit, batch 2"]["total_gib"], abs=0.01
+    )

@@ -154,13 +154,14 @@ def memory_plans(config: PipelineConfig, folder: Path) -> list:
     plans = []
     for name, stage in (("coarse", coarse), ("fine", fine)):
         half = stage.mixed_precision in ("fp16", "bf16")
-        if name == "coarse":
-            trained = (
-                counts["lora_per_rank"] * coarse.lora_rank if coarse.use_lora else counts["unet"]
-            )
+        if name == "coarse":  # LoRA adapters are added to a frozen UNet; full training trains it
+            lora = counts["lora_per_rank"] * coarse.lora_rank
+            trained = lora if coarse.use_lora else counts["unet"]
+            frozen = counts["vae"] + (counts["unet"] if coarse.use_lora else 0)
             if coarse.train_text_encoder:
                 trained += counts["text_encoder"]
-            frozen = frozen_base + counts["unet"] - trained
+            else:
+                frozen += counts["text_encoder"]
             extra = {"ema_on_device": coarse.use_ema}
         else:
             trained, frozen = counts["branches"], frozen_base + counts["unet"]
@@ -169,7 +170,7 @@ def memory_plans(config: PipelineConfig, folder: Path) -> list:
             training_plan(
                 name,
                 trained,
-                max(frozen, 0),
+                frozen,
                 2 if half else 4,
                 stage.optimizer,
                 batch_size=stage.train_batch_size,
