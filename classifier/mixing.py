@@ -18,6 +18,7 @@ from classifier.layout import (
     class_counts,
     split_records,
 )
+from metadata.labelset import LabelSet
 from metadata.vocabulary import BENIGN
 
 
@@ -35,9 +36,10 @@ def negative_class(croot: str | Path) -> str:
     """The label set's negative class, as the exporter recorded it in CROOT/splits.json."""
     path = Path(croot) / "splits.json"
     try:
-        return str(json.loads(path.read_text())["labels"]["negative"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return BENIGN  # layouts from before label sets, or written by other tools: thyroid
+        splits = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return BENIGN  # a layout without splits.json (other tools): thyroid
+    return LabelSet.from_splits(splits).negative
 
 
 def read_manifest(

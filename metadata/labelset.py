@@ -27,12 +27,10 @@ from pathlib import Path
 
 LABELS_FILE = "labels.json"
 UNLABELLED = "unlabelled"
-
+SUBTYPE_WORDS = {"PTC": "papillary", "FTC": "follicular", "MTC": "medullary"}
 THYROID_WORDS = {
     "benign": "benign",
-    "PTC": "malignant, papillary",
-    "FTC": "malignant, follicular",
-    "MTC": "malignant, medullary",
+    **{subtype: f"malignant, {word}" for subtype, word in SUBTYPE_WORDS.items()},
     "malignant": "malignant",
 }
 
@@ -143,8 +141,15 @@ class LabelSet:
         except ValueError as error:
             raise ValueError(f"{source}: {error}") from None
 
-    def is_thyroid(self) -> bool:
-        return self == LabelSet.thyroid()
+    @classmethod
+    def from_splits(cls, splits: dict) -> LabelSet:
+        """The label set a splits.json records (the exporter's copy); thyroid for splits
+        written before label sets, or by other tools."""
+        recorded = splits.get("labels") if isinstance(splits, dict) else None
+        if not recorded:
+            return cls.thyroid()
+        # A record without positives (another writer): the splits' tasks are the positives.
+        return cls.from_json({"positives": splits.get("tasks", []), **recorded}, "splits.json")
 
 
 def load_labelset_file(path: str | os.PathLike) -> LabelSet:

@@ -80,7 +80,7 @@ def load_vocabulary(root: Path) -> DatasetVocabulary:
     except ValueError as error:
         raise MetadataError(root / LABELS_FILE, str(error)) from None
     builtin = DatasetVocabulary.builtin()
-    labels = set(labelset.labels) if (root / LABELS_FILE).is_file() else set(builtin.labels)
+    labels = set(labelset.labels)  # thyroid's are the built-in labels
     phrases = set(builtin.phrases) | labelset.phrases()
     path = root / VOCABULARY_FILE
     if path.is_file():

@@ -10,16 +10,14 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 
-from metadata.labelset import LabelSet
+from metadata.labelset import SUBTYPE_WORDS, UNLABELLED, LabelSet
 
 # Class labels used across the project. "malignant" is the DDTI label, where no subtype is known;
 # "unlabelled" images feed the diffusion stages but never a classifier task.
 BENIGN = "benign"
 MALIGNANT = "malignant"
-UNLABELLED = "unlabelled"
 SUBTYPES = ("PTC", "FTC", "MTC")
 CLASS_LABELS = (BENIGN, *SUBTYPES, MALIGNANT, UNLABELLED)
-SUBTYPE_WORDS = {"PTC": "papillary", "FTC": "follicular", "MTC": "medullary"}
 
 COMPOSITIONS = (
     "solid",

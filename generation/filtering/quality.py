@@ -30,19 +30,13 @@ class FeatureTable(torch.nn.Module):
     """Features already computed, handed to torchmetrics as its "extractor": the metric calls
     the module on its input, which here is the feature matrix itself (computed once per set)."""
 
-    def __init__(self, dimension: int):
-        super().__init__()
-        self.dimension = dimension
-
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return features.double()
 
 
 def frechet_distance(real: torch.Tensor, other: torch.Tensor) -> float:
     """FD between two (N, D) feature sets (torchmetrics, with our features)."""
-    metric = FrechetInceptionDistance(
-        feature=FeatureTable(real.shape[1]), input_img_size=(real.shape[1],)
-    )
+    metric = FrechetInceptionDistance(feature=FeatureTable(), input_img_size=(real.shape[1],))
     metric.update(real, real=True)
     metric.update(other, real=False)
     return float(metric.compute())
@@ -51,13 +45,14 @@ def frechet_distance(real: torch.Tensor, other: torch.Tensor) -> float:
 def kernel_distance(real: torch.Tensor, other: torch.Tensor, seed: int = 0) -> tuple[float, float]:
     """KID (mean, std over subsets) between two feature sets (torchmetrics)."""
     subset = max(2, min(KID_SUBSET, len(real), len(other)))
-    torch.manual_seed(seed)
     with warnings.catch_warnings():  # "will save all extracted features": ours are small
         warnings.simplefilter("ignore", UserWarning)
-        metric = KernelInceptionDistance(feature=FeatureTable(real.shape[1]), subset_size=subset)
+        metric = KernelInceptionDistance(feature=FeatureTable(), subset_size=subset)
     metric.update(real, real=True)
     metric.update(other, real=False)
-    mean, std = metric.compute()
+    with torch.random.fork_rng():  # seeded subsets, the caller's random state untouched
+        torch.manual_seed(seed)
+        mean, std = metric.compute()
     return float(mean), float(std)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from metadata.atomic import write_json
+from metadata.labelset import LabelSet
 from scripts.pipeline.config import PipelineConfig
 from scripts.pipeline.stages import Layout
 
@@ -72,14 +73,15 @@ def mask_resolutions(config: PipelineConfig) -> dict[str, int]:
     return {"fine": fine, "generation": int(sampler) if sampler else fine}
 
 
-def vanishing_lesions(dataset: Path, resolutions: dict[str, int]) -> dict[str, list[int]]:
+def vanishing_lesions(
+    meta_file: Path, records: list, resolutions: dict[str, int]
+) -> dict[str, list[int]]:
     """file name -> the working resolutions at which its lesion mask comes out empty."""
     from generation.inference.masks import load_mask
-    from metadata.records import metadata_path, read_metadata, resolve
+    from metadata.records import resolve
 
-    meta_file = metadata_path(dataset)
     found: dict[str, list[int]] = defaultdict(list)
-    for record in read_metadata(meta_file):
+    for record in records:
         if record.attributes.get("lesion_free"):
             continue
         for size in sorted(set(resolutions.values())):
@@ -90,7 +92,7 @@ def vanishing_lesions(dataset: Path, resolutions: dict[str, int]) -> dict[str, l
 
 def case_count_problems(splits: dict, subtypes: list[str], minimum: dict[str, int]) -> list[str]:
     """Per task, class and split: fewer real cases than the arms need."""
-    negative = splits.get("labels", {}).get("negative", "benign")
+    negative = LabelSet.from_splits(splits).negative
     counts: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     for entry in splits.get("assignments", {}).values():
         if entry.get("synthetic"):
@@ -233,16 +235,17 @@ def run_preflight(
         raise PreflightError(f"preflight tiny_lesions must be one of {TINY_LESION_CHOICES}")
     started = time.perf_counter()
     report = PreflightReport()
+    checked = {}  # the train-only records, read once, are the ones whose masks are checked
     for dataset in (layout.dataset, layout.train_only):
         try:
-            _, records = read_dataset(dataset)
-            report.checks[f"records_{dataset.name}"] = len(records)
+            checked[dataset] = read_dataset(dataset)
+            report.checks[f"records_{dataset.name}"] = len(checked[dataset][1])
         except MetadataError as error:
             report.problems.append(str(error))
     resolutions = mask_resolutions(config)
     report.checks["mask_resolutions"] = resolutions
     if not report.problems:
-        vanished = vanishing_lesions(layout.train_only, resolutions)
+        vanished = vanishing_lesions(*checked[layout.train_only], resolutions)
         report.checks["vanishing_lesions"] = vanished
         if vanished:
             listing = ", ".join(

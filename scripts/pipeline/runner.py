@@ -17,6 +17,7 @@ from pathlib import Path
 
 from metadata.atomic import write_json, write_text
 from metadata.cli import skip_report
+from metadata.labelset import LabelSet
 from scripts.pipeline.config import PipelineConfig
 from scripts.pipeline.monitor import run_monitored
 from scripts.pipeline.preflight import PreflightError, run_preflight
@@ -131,9 +132,8 @@ class PipelineRunner:
         self.log(f"[tiger] {stage.name}: done in {seconds:.0f} s, peak RSS {peak_rss:.0f} MB")
         return StageOutcome(stage.name, False, record)
 
-    def subtypes(self) -> list[str]:
+    def subtypes(self, splits: dict) -> list[str]:
         """The configured subtypes, else the label set's rare classes present, else every task."""
-        splits = json.loads(self.layout.splits.read_text())
         tasks = splits["tasks"]
         if self.config.subtypes:
             missing = [s for s in self.config.subtypes if s not in tasks]
@@ -143,7 +143,7 @@ class PipelineRunner:
                     f"(its tasks: {tasks}); set `subtypes` in the config"
                 )
             return list(self.config.subtypes)
-        rare = [task for task in tasks if task in splits.get("labels", {}).get("rare", [])]
+        rare = [task for task in tasks if task in LabelSet.from_splits(splits).rare]
         return rare or list(tasks)
 
     def run(self) -> list[StageOutcome]:
@@ -156,7 +156,8 @@ class PipelineRunner:
             self.outcomes.append(self.run_stage(stage))
         for line in skip_report(self.layout.dataset):
             self.log(f"[tiger] data: {line}")
-        subtypes = self.subtypes()
+        splits = json.loads(self.layout.splits.read_text())
+        subtypes = self.subtypes(splits)
         try:
             preflight = run_preflight(
                 self.config, self.layout, subtypes, self.config.preflight.tiny_lesions
@@ -166,7 +167,6 @@ class PipelineRunner:
         for warning in preflight.warnings:
             self.log(f"[tiger] preflight: {warning}")
         self.log(f"[tiger] preflight: passed in {preflight.checks['seconds']} s")
-        splits = json.loads(self.layout.splits.read_text())
         labels = augment_labels(splits, subtypes, self.config.generation.augment)
         self.known_stages = all_stages(
             self.config, self.layout, subtypes, labels, negative_label(splits)

@@ -216,7 +216,7 @@ def diffusion_stages(config: PipelineConfig, layout: Layout) -> list[Stage]:
 
 def negative_label(splits: dict) -> str:
     """The 0 class of every task, from the label set splits.json records (thyroid: benign)."""
-    return str(splits.get("labels", {}).get("negative", LabelSet.thyroid().negative))
+    return LabelSet.from_splits(splits).negative
 
 
 def augment_labels(splits: dict, subtypes: list[str], augment: str) -> dict[str, str]:
