@@ -20,6 +20,7 @@ from generation.filtering.select import (
     MOSO_PRUNED,
     OFF_DISTRIBUTION,
     FilterConfig,
+    near_copies,
     select,
 )
 from generation.filtering.standin import add_corruptions, dataset_as_manifest, manifest_row
@@ -68,6 +69,34 @@ def test_near_copies_are_dropped_before_moso_and_the_first_copy_is_kept():
     assert [i for i, r in enumerate(reasons) if r == MOSO_PRUNED] == [1, 3, 4, 9]
     with pytest.raises(ValueError, match="thumbnails"):
         select(LABELS, CLIP, MOSO, config)
+
+
+def one_at_a_time(indices, vectors, threshold):
+    """The rule as stated: an image is a copy if it matches any earlier kept image."""
+    kept, copies = [], set()
+    for i in indices:
+        if any(float(vectors[k] @ vectors[i]) >= threshold for k in kept):
+            copies.add(i)
+        else:
+            kept.append(i)
+    return copies
+
+
+@pytest.mark.parametrize("block", [1, 5, 7, 1024])
+def test_blocked_near_copies_equal_the_one_at_a_time_rule(block):
+    rng = np.random.default_rng(1)
+    bases = rng.normal(size=(12, 32))
+    rows = []
+    for _ in range(60):  # clusters of noisy copies, so chains cross block edges
+        base = bases[rng.integers(len(bases))]
+        rows.append(base + rng.uniform(0.0, 0.35) * rng.normal(size=32))
+    vectors = np.array(rows)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    order = [int(i) for i in rng.permutation(60)[:50]]
+    expected = one_at_a_time(order, vectors, 0.95)
+    assert 5 < len(expected) < 45  # the case has copies and keepers
+    # a copy of a dropped copy that is unlike every kept image is kept: the rule is greedy
+    assert near_copies(order, vectors, 0.95, block=block) == expected
 
 
 def test_filter_drops_exact_copies_from_the_manifest(tmp_path):

@@ -110,3 +110,42 @@ def test_prompt_sampler_follows_statistics_constraints_and_prefixes():
     pushed = PromptSampler(stats, AttributeConstraints(), PromptConfig(novelty_candidates=8))
     novel = np.mean([d["echogenicity"] == "isoechoic" for d in pushed.combinations(400, 0)])
     assert novel < share  # the push favours the under-represented combinations
+
+
+def reference_ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of one pair, written out from Wang et al. 2004 with the same Gaussian window."""
+    from scipy import ndimage
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mu_a, mu_b = ndimage.gaussian_filter(a, 1.5), ndimage.gaussian_filter(b, 1.5)
+    var_a = ndimage.gaussian_filter(a * a, 1.5) - mu_a**2
+    var_b = ndimage.gaussian_filter(b * b, 1.5) - mu_b**2
+    cov = ndimage.gaussian_filter(a * b, 1.5) - mu_a * mu_b
+    value = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / (
+        (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    )
+    return float(value.mean())
+
+
+def test_block_search_finds_what_a_one_image_search_finds(tmp_path: Path):
+    from generation.inference.memorization import embed, load_grey
+
+    rng = np.random.default_rng(2)
+    train = []
+    for i in range(30):
+        path = tmp_path / f"train{i}.png"
+        Image.fromarray(speckle_frame(rng, 40 + 6 * i, tall=i % 2 == 0)[0].astype(np.uint8)).save(
+            path
+        )
+        train.append(path)
+    index = TrainIndex(train, 64, top_k=3)
+    assert index.images.dtype == np.uint8  # an eighth of float64's memory
+    greys = [speckle_frame(rng, 50 + 9 * i)[0].round() for i in range(12)]
+    found = index.nearest_many(greys)
+    for grey, near in zip(greys, found, strict=True):
+        cosines = np.array([embed(load_grey(p, 64)) @ embed(grey) for p in train])
+        top = np.argsort(-cosines)[:3]
+        scores = [reference_ssim(grey, load_grey(train[i], 64)) for i in top]
+        assert near.index == top[int(np.argmax(scores))]
+        assert near.ssim == pytest.approx(max(scores), abs=1e-12)
+        assert index.nearest(grey).index == near.index

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from generation.filtering import moso_train
-from generation.filtering.moso_grads import loop_gradients, vmap_gradients
+from generation.filtering.moso_grads import hook_gradients, loop_gradients, vmap_gradients
 from generation.filtering.moso_params import MosoConfig
 from generation.filtering.moso_run import moso_scores, partition_indices
 from generation.filtering.moso_score import checkpoint_scores, moso_terms
@@ -25,13 +25,14 @@ def tiny_model(seed: int = 0) -> SurrogateCNN:
     return model.eval()
 
 
-def test_vmap_gradients_equal_loop_gradients():
+@pytest.mark.parametrize("batched_method", [vmap_gradients, hook_gradients])
+def test_batched_gradients_equal_loop_gradients(batched_method):
     model = tiny_model()
     images, labels = torch.randn(9, 1, 16, 16), torch.randint(0, 3, (9,))
-    for last in (None, 1, 2):
+    for last in (None, 1, 2, 3):
         names = last_layer_parameters(model, last)
         looped = loop_gradients(model, images, labels, names)
-        batched = vmap_gradients(model, images, labels, names)
+        batched = batched_method(model, images, labels, names)
         assert (
             looped.shape
             == batched.shape
@@ -46,8 +47,9 @@ def test_batched_scores_equal_loop_scores(form):
     images, labels = torch.randn(11, 1, 16, 16), torch.randint(0, 3, (11,))
     names = last_layer_parameters(model, None)
     looped = checkpoint_scores(model, images, labels, names, form, "loop", chunk_size=4)
-    batched = checkpoint_scores(model, images, labels, names, form, "vmap", chunk_size=5)
-    torch.testing.assert_close(batched, looped, rtol=1e-5, atol=1e-9)
+    for method in ("vmap", "hooks"):
+        batched = checkpoint_scores(model, images, labels, names, form, method, chunk_size=5)
+        torch.testing.assert_close(batched, looped, rtol=1e-5, atol=1e-9)
     assert looped.std() > 0
 
 
@@ -140,3 +142,29 @@ def test_surrogate_training_resumes_exactly(tmp_path, monkeypatch):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     # Nothing pickled: the resume state is safetensors + JSON.
     assert not [p for p in (tmp_path / "resumed").rglob("*") if p.suffix in (".pt", ".pkl")]
+
+
+def test_hook_gradients_cover_biased_and_strided_layers_and_refuse_unknown_ones():
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 3, 3, stride=2, padding=1, bias=True),
+        torch.nn.BatchNorm2d(3),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(3 * 4 * 4, 4, bias=False),
+    )
+    model.train()
+    model(torch.randn(8, 2, 8, 8))
+    images, labels = torch.randn(5, 2, 8, 8), torch.randint(0, 4, (5,))
+    names = [name for name, _ in model.named_parameters()]
+    torch.testing.assert_close(
+        hook_gradients(model, images, labels, names),
+        loop_gradients(model, images, labels, names),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    grouped = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 2, 3, groups=2), torch.nn.Flatten(), torch.nn.Linear(72, 2)
+    )
+    with pytest.raises(NotImplementedError, match="Conv2d"):
+        hook_gradients(grouped, images, labels[:5] % 2, ["0.weight"])

@@ -30,7 +30,9 @@ class MosoConfig:
     balanced: bool = True  # class-balanced sampling for the surrogate (rare subtypes get seen)
     sampled_checkpoints: int = 6
     form: str = "exact"  # "exact" (with correction terms) or "first_order"
-    gradients: str = "vmap"  # "vmap" (batched torch.func) or "loop" (one sample at a time)
+    # "hooks" (one batched pass, layer rules), "vmap" (batched torch.func) or "loop" (one
+    # sample at a time, the reference's): the same numbers (tests/test_moso.py)
+    gradients: str = "vmap"
     last_layers: int | None = None  # restrict gradients to the last k parametrised modules
     chunk_size: int = 64
     seed: int = 0
@@ -39,8 +41,8 @@ class MosoConfig:
     def __post_init__(self) -> None:
         if self.form not in ("exact", "first_order"):
             raise ValueError(f"form must be 'exact' or 'first_order', got {self.form!r}")
-        if self.gradients not in ("vmap", "loop"):
-            raise ValueError(f"gradients must be 'vmap' or 'loop', got {self.gradients!r}")
+        if self.gradients not in ("hooks", "vmap", "loop"):
+            raise ValueError(f"gradients must be 'hooks', 'vmap' or 'loop', got {self.gradients!r}")
         if self.partitions < 1 or self.sampled_checkpoints < 1 or self.epochs < 1:
             raise ValueError("partitions, sampled_checkpoints and epochs must be >= 1")
         if self.last_layers is not None and self.last_layers < 1:

@@ -58,17 +58,31 @@ def lowest(indices: list[int], values: np.ndarray, count: int) -> set[int]:
     return set(ranked[:count])
 
 
-def near_copies(indices: list[int], vectors: np.ndarray, threshold: float = THRESHOLD) -> set[int]:
-    """Members of `indices` that correlate >= `threshold` with an earlier member (in order)."""
+def near_copies(
+    indices: list[int], vectors: np.ndarray, threshold: float = THRESHOLD, block: int = 1024
+) -> set[int]:
+    """Members of `indices` that correlate >= `threshold` with an earlier kept member (in order).
+
+    The greedy rule (keep an image unless it copies one already kept) is decided a block of
+    `block` candidates at a time: one matrix product against everything kept so far, one inside
+    the block, then a short pass over the block's own rows. Same answers as one image at a
+    time (tests/test_filter.py), at matrix-product speed: 30k images in seconds, not hours."""
     copies: set[int] = set()
-    kept = np.empty((len(indices), vectors.shape[1]))  # filled in place: no copy per image
+    kept = np.empty((len(indices), vectors.shape[1]), dtype=vectors.dtype)
     count = 0
-    for i in indices:
-        if count and float(np.max(kept[:count] @ vectors[i])) >= threshold:
-            copies.add(i)
-        else:
-            kept[count] = vectors[i]
-            count += 1
+    for start in range(0, len(indices), block):
+        members = indices[start : start + block]
+        rows = vectors[members]
+        earlier = (rows @ kept[:count].T).max(axis=1) >= threshold if count else None
+        inside = rows @ rows.T >= threshold
+        kept_here: list[int] = []
+        for position, index in enumerate(members):
+            if (earlier is not None and earlier[position]) or inside[position, kept_here].any():
+                copies.add(index)
+            else:
+                kept_here.append(position)
+        kept[count : count + len(kept_here)] = rows[kept_here]
+        count += len(kept_here)
     return copies
 
 
