@@ -9,6 +9,8 @@ sizes (synthetic x real), each step alone in a fresh process so its peak memory 
 - near_copies: the greedy near-copy rule over the synthetic pool (blocked matrix products);
 - clip_score: the domain CLIP's image and text towers (quick-profile shape, random weights);
 - moso: surrogate training and MoSo scores over real train + synthetic (quick profile);
+- moso_synthetic_only: the same, with per-sample gradients for the synthetic images only
+  (`score_real=False`: the real frames still train the surrogate and set the mean gradient);
 - select: the whole selection rule from the scores;
 - memorization: nearest real train frame by cosine, verified by SSIM, threshold calibrated
   on held-out frames (generation/inference/memorization.py);
@@ -40,6 +42,7 @@ STEPS = (
     "near_copies",
     "clip_score",
     "moso",
+    "moso_synthetic_only",
     "select",
     "memorization",
     "quality",
@@ -159,23 +162,29 @@ def step_clip_score(frames: dict, cache: Path) -> dict:
     return {"scored": len(scores)}
 
 
-def step_moso(frames: dict, cache: Path) -> dict:
+def step_moso(frames: dict, cache: Path, score_real: bool = True) -> dict:
     import torch
 
     from generation.filtering.images import load_gray_stack
     from generation.filtering.moso_params import MosoConfig
     from generation.filtering.moso_run import moso_scores
 
-    config = MosoConfig(epochs=6)  # the quick profile's
+    config = MosoConfig(epochs=6, score_real=score_real)  # the quick profile's surrogate
     pool = paths(frames["train"]) + paths(frames["synthetic"])
     labels = frames["train_labels"] + frames["synthetic_labels"]
     classes = sorted(set(labels))
     images = load_gray_stack(pool, config.image_size)
     target = torch.tensor([classes.index(label) for label in labels])
+    scored = None if score_real else np.arange(len(pool)) >= len(frames["train"])
     torch.manual_seed(0)
-    scores = moso_scores(images, target, len(classes), config, cache / "moso")
+    work = cache / ("moso" if score_real else "moso_synthetic_only") / str(time.time_ns())
+    scores = moso_scores(images, target, len(classes), config, work, scored)
     np.save(cache / "moso.npy", scores[len(frames["train"]) :])
-    return {"pool": len(pool)}
+    return {"pool": len(pool), "scored": int(np.isfinite(scores).sum())}
+
+
+def step_moso_synthetic_only(frames: dict, cache: Path) -> dict:
+    return step_moso(frames, cache, score_real=False)
 
 
 def step_select(frames: dict, cache: Path) -> dict:
@@ -291,7 +300,8 @@ def main() -> None:
 
     enforce_offline(args.out)
     steps = args.steps.split(",")
-    results = []
+    target = args.results / "filter_scaling.json"
+    results = json.loads(target.read_text())["results"] if target.is_file() else []
     for pair in args.sizes.split(","):
         n_synthetic, n_real = (int(v) for v in pair.split(":"))
         work = args.out / f"{n_synthetic}x{n_real}"
@@ -299,14 +309,18 @@ def main() -> None:
         cache.mkdir(parents=True, exist_ok=True)
         frames_file = work / "frames.json"
         frames_file.write_text(json.dumps(make_frames(args.out, n_synthetic, n_real)))
-        row = {"synthetic": n_synthetic, "real": n_real, "steps": {}}
+        row = next(
+            (r for r in results if (r["synthetic"], r["real"]) == (n_synthetic, n_real)), None
+        )  # a size measured before keeps the figures of the steps not re-run
+        if row is None:
+            row = {"synthetic": n_synthetic, "real": n_real, "steps": {}}
+            results = sorted([*results, row], key=lambda r: r["synthetic"])
         for step in steps:
             row["steps"][step] = measure(step, frames_file, cache, args.threads, args.limit_s)
             timing = row["steps"][step]
             if timing.get("seconds") is not None:
                 timing["seconds_per_1k_synthetic"] = 1000 * timing["seconds"] / n_synthetic
             print(f"{n_synthetic}x{n_real} {step}: {json.dumps(timing)}", flush=True)
-        results.append(row)
         summary = {
             "machine": f"{args.threads} CPU threads",
             "real_px": REAL_SIZE,
@@ -316,7 +330,7 @@ def main() -> None:
             "results": results,
         }
         args.results.mkdir(parents=True, exist_ok=True)
-        (args.results / "filter_scaling.json").write_text(json.dumps(summary, indent=1))
+        target.write_text(json.dumps(summary, indent=1))
         plot(results, args.results / "filter_scaling.png")
 
 

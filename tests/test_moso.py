@@ -115,6 +115,22 @@ def test_wrongly_labelled_samples_rank_near_the_bottom(tmp_path):
     assert precision >= 3 * random_precision, (precision, scores[corrupt], np.median(scores))
 
 
+@pytest.mark.parametrize("partitions", [1, 2])
+def test_scoring_only_some_samples_gives_them_the_same_scores(tmp_path, partitions):
+    images, labels, _ = toy_pool(2, n_clean=40, n_bad=4)
+    config = MosoConfig(
+        image_size=16, width=4, epochs=2, batch_size=16, sampled_checkpoints=2,
+        partitions=partitions,
+    )  # fmt: skip
+    everything = moso_scores(images, labels, 4, config, tmp_path / "all")
+    scored = np.zeros(len(labels), dtype=bool)
+    scored[::3] = True  # the "synthetic" third; the rest only trains and sets the mean
+    some = moso_scores(images, labels, 4, config, tmp_path / "some", scored)
+    assert np.isnan(some[~scored]).all()
+    np.testing.assert_allclose(some[scored], everything[scored], rtol=1e-5, atol=1e-9)
+    assert np.std(some[scored]) > 0
+
+
 def test_surrogate_training_resumes_exactly(tmp_path, monkeypatch):
     images, labels, _ = toy_pool(1, n_clean=40, n_bad=0)
     config = MosoConfig(image_size=16, width=4, epochs=3, batch_size=16)

@@ -89,8 +89,9 @@ def run_moso(
         raise ValueError(f"{manifest}: MoSo needs at least two classes in the pool")
     images = pool.image_tensor(config.image_size)
     torch.manual_seed(config.seed)
+    scored = None if config.score_real else np.array([s == "synthetic" for s in pool.sources])
     scores = moso_scores(
-        images, pool.label_tensor(), len(pool.classes), config, out_dir / "surrogates"
+        images, pool.label_tensor(), len(pool.classes), config, out_dir / "surrogates", scored
     )
     target = out_dir / "moso_scores.jsonl"
     write_jsonl(
@@ -98,6 +99,7 @@ def run_moso(
         (
             {"id": i, "source": s, "label": lab, "moso_score": float(v)}
             for i, s, lab, v in zip(pool.ids, pool.sources, pool.labels, scores)
+            if not np.isnan(v)
         ),
     )
     write_json(out_dir / "moso_config.json", config.__dict__)

@@ -33,6 +33,10 @@ class MosoConfig:
     # "hooks" (one batched pass, layer rules), "vmap" (batched torch.func) or "loop" (one
     # sample at a time, the reference's): the same numbers (tests/test_moso.py)
     gradients: str = "vmap"
+    # False: only synthetic images get a score (their own gradients); the real train frames
+    # still train the surrogate and count in the mean gradient, so the synthetic scores are the
+    # same. At the paper's scale (40k real frames) that halves the scoring.
+    score_real: bool = True
     last_layers: int | None = None  # restrict gradients to the last k parametrised modules
     chunk_size: int = 64
     seed: int = 0

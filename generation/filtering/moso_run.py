@@ -41,12 +41,19 @@ def moso_scores(
     num_classes: int,
     config: MosoConfig,
     work_dir: Path,
+    scored: np.ndarray | None = None,
 ) -> np.ndarray:
-    """MoSo score of every pool sample (higher = more informative; prune the lowest)."""
+    """MoSo score of every pool sample (higher = more informative; prune the lowest).
+
+    With a boolean `scored` mask, only those samples get a score (NaN elsewhere): the others
+    still train the surrogate and count in each mean gradient, so the scores are the same."""
     labels_np = labels.numpy()
     scores = np.zeros(images.shape[0], dtype=np.float64)
+    if scored is not None:
+        scores[~scored] = np.nan
     for part, index in enumerate(partition_indices(labels_np, config.partitions, config.seed)):
         subset = torch.from_numpy(index)
+        own = None if scored is None else torch.from_numpy(np.flatnonzero(scored[index]))
         checkpoints = train_surrogate(
             images[subset],
             labels[subset],
@@ -68,6 +75,8 @@ def moso_scores(
                 config.form,
                 config.gradients,
                 config.chunk_size,
+                own,
             )
-            scores[index] += checkpoint.lr * values.numpy()
+            targets = index if own is None else index[own.numpy()]
+            scores[targets] += checkpoint.lr * values.numpy()
     return scores

@@ -20,6 +20,7 @@ Scores are weighted by eta_t and summed over a random sample of checkpoints.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from generation.filtering.moso_grads import gradient_chunks
@@ -46,6 +47,30 @@ def moso_terms(grads: torch.Tensor, mean_grad: torch.Tensor, n: int, form: str) 
     )
 
 
+def mean_gradient(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    names: list[str],
+    chunk_size: int,
+) -> torch.Tensor:
+    """Mean per-sample gradient over all samples from batched backward passes: in eval mode
+    (BatchNorm on running statistics) the gradient of a batch's summed loss is the sum of its
+    samples' gradients, so no per-sample gradient is needed for the mean."""
+    model.eval()
+    params = dict(model.named_parameters())
+    selected = [params[name] for name in names]
+    device = selected[0].device
+    total = torch.zeros(sum(p.numel() for p in selected), dtype=torch.float64, device=device)
+    for start in range(0, images.shape[0], chunk_size):
+        logits = model(images[start : start + chunk_size].to(device))
+        target = labels[start : start + chunk_size].to(device)
+        loss = F.cross_entropy(logits, target, reduction="sum")
+        grads = torch.autograd.grad(loss, selected)
+        total += torch.cat([g.reshape(-1) for g in grads]).double()
+    return total / images.shape[0]
+
+
 def checkpoint_scores(
     model: nn.Module,
     images: torch.Tensor,
@@ -54,9 +79,20 @@ def checkpoint_scores(
     form: str,
     method: str = "vmap",
     chunk_size: int = 64,
+    scored: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Unweighted MoSo of every sample at one checkpoint: pass 1 the mean, pass 2 the scores."""
+    """Unweighted MoSo at one checkpoint of every sample, or of the samples at `scored` only.
+
+    Every sample counts in the mean gradient (the rest of the set); only the scored ones need
+    their own gradient, which is the expensive part. Scoring everything: pass 1 the mean from
+    the per-sample gradients, pass 2 the scores (gradients cached between the passes)."""
     n = images.shape[0]
+    if scored is not None:
+        if len(scored) == 0:
+            return torch.zeros(0, dtype=torch.float64)
+        mean_grad = mean_gradient(model, images, labels, names, chunk_size)
+        blocks = gradient_chunks(model, images[scored], labels[scored], names, method, chunk_size)
+        return torch.cat([moso_terms(b, mean_grad, n, form) for b in blocks]).cpu()
     total: torch.Tensor | None = None
     cached: list[torch.Tensor] = []
     for block in gradient_chunks(model, images, labels, names, method, chunk_size):
