@@ -117,6 +117,7 @@ def cmd_experiment(args) -> None:
         base = load_experiment_config(args.config)
     else:
         data, model, train, evaluation = _configs(args)
+        data = replace(data, external_croot=args.external_croot)
         base = ExperimentConfig(
             data=data,
             model=model,
@@ -191,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     experiment.add_argument("--croot", default="")
     experiment.add_argument("--subtype", default="FTC")
+    experiment.add_argument(
+        "--external-croot",
+        default="",
+        help="an independent test-only layout (metadata.cli external-test) scored by every arm",
+    )
     experiment.add_argument("--image-size", type=int, default=224)
     _add_train(experiment)
     _add_eval(experiment)

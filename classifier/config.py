@@ -16,6 +16,9 @@ class DataConfig:
     subtype: str = "FTC"
     image_size: int = 224
     channels_last: bool | None = None  # None: on CUDA only (slower for CPU batch norm)
+    # A second, independent test-only layout (EXT/<SUBTYPE>/test/{0,1}/*.png, e.g. a large
+    # phantom from another seed: metadata/external_test.py); every arm is scored on it too.
+    external_croot: str = ""
 
 
 @dataclass

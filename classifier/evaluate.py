@@ -19,6 +19,7 @@ from metadata.atomic import write_json
 
 PREDICTIONS_FILE = "predictions.json"
 METRICS_FILE = "metrics.json"
+EXTERNAL_SPLIT = "external"  # predictions/metrics key of the independent test set
 
 
 def score_split(
@@ -53,6 +54,23 @@ def evaluate_predictions(predictions: dict, config: EvalConfig) -> dict:
         "auc_low": estimate.low,
         "auc_high": estimate.high,
         "threshold_method": config.threshold,
+        **binary_metrics(labels, scores, threshold),
+        "n_test": len(labels),
+        "n_test_positive": int(labels.sum()),
+    }
+
+
+def external_metrics(predictions: dict, config: EvalConfig, threshold: float) -> dict:
+    """AUC (CI by case) and the validation threshold's metrics on the independent test set."""
+    external = predictions[EXTERNAL_SPLIT]
+    labels, scores = np.array(external["labels"]), np.array(external["scores"])
+    estimate = auc_ci(
+        labels, scores, config.n_bootstrap, config.ci, config.seed, np.array(external["case_ids"])
+    )
+    return {
+        "auc": estimate.value,
+        "auc_low": estimate.low,
+        "auc_high": estimate.high,
         **binary_metrics(labels, scores, threshold),
         "n_test": len(labels),
         "n_test_positive": int(labels.sum()),
@@ -98,10 +116,13 @@ def evaluate_run(
     cache: ImageCache | None = None,
     accelerator=None,
     batch_size: int = 64,
+    external_items: list[ImageItem] | None = None,
 ) -> dict:
-    """Evaluate the model folder on real valid (threshold) and real test images."""
+    """Evaluate the model folder on real valid (threshold) and real test images, and on the
+    independent test set when one is given (metrics["external"])."""
     assert_real_only(valid_items, "valid")
     assert_real_only(test_items, "test")
+    assert_real_only(external_items or [], "test")
     out_dir = Path(out_dir)
     model, _ = from_pretrained(model_dir)
     accelerator = accelerator or make_accelerator(TrainConfig())
@@ -109,11 +130,15 @@ def evaluate_run(
         model = model.to(memory_format=torch.channels_last)
     model = accelerator.prepare(model)
     cache = cache or ImageCache(data_config.image_size)
+    splits = [("valid", valid_items), ("test", test_items)]
+    if external_items:
+        splits.append((EXTERNAL_SPLIT, external_items))
     predictions = {
-        split: score_split(model, items, cache, accelerator, batch_size)
-        for split, items in (("valid", valid_items), ("test", test_items))
+        split: score_split(model, items, cache, accelerator, batch_size) for split, items in splits
     }
     metrics = evaluate_predictions(predictions, eval_config)
+    if external_items:
+        metrics[EXTERNAL_SPLIT] = external_metrics(predictions, eval_config, metrics["threshold"])
     metrics["eval_config"] = asdict(eval_config)
     if accelerator.is_main_process:
         write_json(out_dir / PREDICTIONS_FILE, predictions)

@@ -30,8 +30,21 @@ import numpy as np
 
 from classifier.config import ALL_ARMS, ExperimentConfig
 from classifier.data import ImageCache
-from classifier.evaluate import METRICS_FILE, PREDICTIONS_FILE, evaluate_run
-from classifier.layout import ImageItem, assert_real_only, class_counts, read_layout
+from classifier.evaluate import (
+    EXTERNAL_SPLIT,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    evaluate_run,
+    external_metrics,
+    score_split,
+)
+from classifier.layout import (
+    ImageItem,
+    LayoutError,
+    assert_real_only,
+    class_counts,
+    read_layout,
+)
 from classifier.metrics import auc, auc_ci, paired_difference
 from classifier.mixing import (
     add_to_train,
@@ -41,6 +54,7 @@ from classifier.mixing import (
     read_manifest,
     select,
 )
+from classifier.models import from_pretrained
 from classifier.train import BEST_DIR, make_accelerator, train_classifier
 from generation.offline import enforce_offline
 from metadata.atomic import write_json
@@ -115,6 +129,42 @@ def composition(items: list[ImageItem]) -> dict[str, int]:
     return dict(sorted(counter.items()))
 
 
+def read_external(config: ExperimentConfig, layout: dict[str, list[ImageItem]]) -> list[ImageItem]:
+    """The independent test set's images of this subtype (none without `external_croot`);
+    refused when it shares a case with the split, or holds anything but real images."""
+    if not config.data.external_croot:
+        return []
+    external = read_layout(config.data.external_croot, config.data.subtype, ("test",))["test"]
+    assert_real_only(external, "test")
+    own = {item.case_id for items in layout.values() for item in items}
+    shared = sorted({item.case_id for item in external} & own)
+    if shared:
+        raise LayoutError(
+            config.data.external_croot,
+            f"independent test set shares {len(shared)} case(s) with {config.data.croot}, "
+            f"e.g. {shared[0]!r}: it must be case-disjoint",
+        )
+    return external
+
+
+def add_external_scores(
+    config: ExperimentConfig, run_dir: Path, external: list[ImageItem], cache: ImageCache
+) -> dict:
+    """Score a finished run's selected model on the independent test set (a run made before
+    the set was asked for), adding it to predictions.json and metrics.json."""
+    predictions = json.loads((run_dir / PREDICTIONS_FILE).read_text())
+    metrics = json.loads((run_dir / METRICS_FILE).read_text())
+    accelerator = make_accelerator(config.train)
+    model, _ = from_pretrained(run_dir / BEST_DIR)
+    model = accelerator.prepare(model)
+    batch = config.train.eval_batch_size
+    predictions[EXTERNAL_SPLIT] = score_split(model, external, cache, accelerator, batch)
+    metrics[EXTERNAL_SPLIT] = external_metrics(predictions, config.eval, metrics["threshold"])
+    write_json(run_dir / PREDICTIONS_FILE, predictions)
+    write_json(run_dir / METRICS_FILE, metrics)
+    return metrics
+
+
 def run_one(
     config: ExperimentConfig,
     arm: str,
@@ -125,11 +175,15 @@ def run_one(
     test: list[ImageItem],
     run_dir: Path,
     cache: ImageCache,
+    external: list[ImageItem] | None = None,
 ) -> dict:
     """Train (resuming if interrupted) and evaluate one arm/seed; cached once finished."""
     metrics_file = run_dir / METRICS_FILE
     if metrics_file.is_file() and (run_dir / PREDICTIONS_FILE).is_file():
-        return json.loads(metrics_file.read_text())
+        metrics = json.loads(metrics_file.read_text())
+        if external and EXTERNAL_SPLIT not in metrics:
+            metrics = add_external_scores(config, run_dir, external, cache)
+        return metrics
     mixup_alpha = config.mix.mixup_alpha if arm == "mixup" else config.train.mixup_alpha
     train_config = replace(
         config.train, seed=seed, augmentation=augmentation, mixup_alpha=mixup_alpha
@@ -161,22 +215,26 @@ def run_one(
         cache,
         accelerator,
         config.train.eval_batch_size,
+        external,
     )
     metrics.update(best_epoch=state.best_epoch, best_val_auc=state.best_val_auc, arm=arm, seed=seed)
     write_json(metrics_file, metrics)
     return metrics
 
 
-def summarize(config: ExperimentConfig, runs: dict[str, dict[int, dict]], root: Path) -> dict:
-    """Per-arm seed-mean AUC with bootstrap CI, and paired difference to the real-only arm."""
+def summarize(
+    config: ExperimentConfig, runs: dict[str, dict[int, dict]], root: Path, split: str = "test"
+) -> dict:
+    """Per-arm seed-mean AUC with bootstrap CI, and paired difference to the real-only arm, on
+    the split's test set or (split="external") on the independent test set."""
     scores, labels, groups = {}, None, None
     for arm, by_seed in runs.items():
         rows = []
         for seed in sorted(by_seed):
             predictions = json.loads((root / arm / f"seed_{seed}" / PREDICTIONS_FILE).read_text())
-            test = predictions["test"]
+            test = predictions[split]
             if labels is not None and test["labels"] != labels.tolist():
-                raise ValueError(f"{arm}/seed_{seed}: test set differs between runs")
+                raise ValueError(f"{arm}/seed_{seed}: {split} set differs between runs")
             labels, groups = np.array(test["labels"]), np.array(test["case_ids"])
             rows.append(test["scores"])
         scores[arm] = np.array(rows)
@@ -201,7 +259,8 @@ def summarize(config: ExperimentConfig, runs: dict[str, dict[int, dict]], root: 
             "n_seeds": len(seed_aucs),
         }
         for key in METRIC_KEYS:  # nan (e.g. PPV with no positive call) is left out of the mean
-            values = np.array([by_seed[s][key] for s in sorted(by_seed)], dtype=float)
+            per_seed = [by_seed[s] if split == "test" else by_seed[s][split] for s in by_seed]
+            values = np.array([m[key] for m in per_seed], dtype=float)
             values = values[np.isfinite(values)]
             row[key] = float(values.mean()) if len(values) else float("nan")
             row[f"{key}_sd"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
@@ -316,6 +375,10 @@ def run_experiment(config: ExperimentConfig) -> dict:
         if pools
         else "set explicitly (mix.per_class_count); no synthetic arm in this run",
     }
+    external = read_external(config, layout)
+    if external:
+        setup["external_counts"] = class_counts(external)
+        setup["external_croot"] = config.data.external_croot
     write_json(root / "experiment.json", setup)
     cache = ImageCache(config.data.image_size)
     runs: dict[str, dict[int, dict]] = {arm: {} for arm in config.arms}
@@ -332,8 +395,11 @@ def run_experiment(config: ExperimentConfig) -> dict:
                 test,
                 root / arm / f"seed_{seed}",
                 cache,
+                external,
             )
     results = {"setup": setup, "runs": runs, **summarize(config, runs, root)}
+    if external:
+        results[EXTERNAL_SPLIT] = summarize(config, runs, root, EXTERNAL_SPLIT)["arms"]
     if config.ratios:
         results["ratio_curve"] = ratio_curve(
             config, real_train, pools, valid, test, root, cache, runs.get("real", {})

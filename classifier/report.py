@@ -32,27 +32,51 @@ def _fmt(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
+def delta_cell(row: dict, prefix: str) -> str:
+    if f"{prefix}_auc" not in row:
+        return "—"
+    low, high = row[f"{prefix}_low"], row[f"{prefix}_high"]
+    return f"{row[f'{prefix}_auc']:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
 def arm_table(results: dict) -> tuple[list[str], list[list[str]]]:
     header = ["arm", "AUC (seed mean) [95% CI]", "SD over seeds", "ΔAUC vs real [95% CI]", "p"]
     header += ["sens", "spec", "PPV", "NPV", "F1", "acc"]
     rows = []
     for arm, row in results["arms"].items():
-        delta = (
-            f"{row['delta_auc']:+.3f} [{row['delta_low']:+.3f}, {row['delta_high']:+.3f}]"
-            if "delta_auc" in row
-            else "—"
-        )
         rows.append(
             [
                 ARM_TITLES.get(arm, arm),
                 f"{_fmt(row['auc'])} [{_fmt(row['auc_low'])}, {_fmt(row['auc_high'])}]",
                 _fmt(row["auc_sd_over_seeds"]),
-                delta,
+                delta_cell(row, "delta"),
                 _fmt(row.get("delta_p", float("nan"))),
                 *[
                     f"{_fmt(row[k], 2)}±{_fmt(row[k + '_sd'], 2)}"
                     for k in ("sensitivity", "specificity", "ppv", "npv", "f1", "accuracy")
                 ],
+            ]
+        )
+    return header, rows
+
+
+def external_table(results: dict) -> tuple[list[str], list[list[str]]]:
+    """Every arm on the independent test set: AUC and the paired Δ against real only and
+    against the count-matched duplicated-real control."""
+    header = ["arm", "AUC (seed mean) [95% CI]", "ΔAUC vs real [95% CI]", "p"]
+    header += ["ΔAUC vs duplicated real [95% CI]", "p", "sens", "spec"]
+    rows = []
+    for arm, row in results["external"].items():
+        rows.append(
+            [
+                ARM_TITLES.get(arm, arm),
+                f"{_fmt(row['auc'])} [{_fmt(row['auc_low'])}, {_fmt(row['auc_high'])}]",
+                delta_cell(row, "delta"),
+                _fmt(row.get("delta_p", float("nan"))),
+                delta_cell(row, "dup_delta"),
+                _fmt(row.get("dup_delta_p", float("nan"))),
+                _fmt(row["sensitivity"], 2),
+                _fmt(row["specificity"], 2),
             ]
         )
     return header, rows
@@ -165,6 +189,13 @@ def write_report(
         ("Arms: seed-mean test AUC and paired difference to real-only", arm_table(results)),
         ("Every run", run_table(results)),
     ]
+    if results.get("external"):
+        counts_ext = setup["external_counts"]
+        title = (
+            f"Arms on the independent test set ({counts_ext[0]} class 0 / {counts_ext[1]} "
+            "class 1, cases no stage has seen)"
+        )
+        tables.insert(2, (title, external_table(results)))
     arms_text = describe_arms(list(results["arms"]))
     notes = [f"Images added per class in arms 3–5: {counts} ({setup['extra_count_source']})."]
     for manifest in setup.get("stand_in_manifests", []):

@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tiger-metadata", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
+    from metadata import external_test as external_doc
+
     phantom = commands.add_parser("phantom", help="render the built-in ultrasound phantom")
     phantom.add_argument("--out", type=Path, required=True)
     phantom.add_argument("--n-images", type=int, default=1000)
@@ -52,6 +54,23 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--seed", type=int, default=0)
     phantom.add_argument("--difficulty", type=float, default=None)
     phantom.add_argument(
+        "--prevalence", type=parse_prevalence, default=None, help="e.g. benign=0.7,FTC=0.1,..."
+    )
+
+    external = commands.add_parser(
+        "external-test",
+        help="render an independent phantom as a test-only classifier layout",
+        description=external_doc.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    external.add_argument("--out", type=Path, required=True)
+    external.add_argument("--n-images", type=int, default=3000)
+    external.add_argument("--size", type=int, default=128)
+    external.add_argument(
+        "--seed", type=int, required=True, help="phantom seed (the pipeline: run seed + 10000)"
+    )
+    external.add_argument("--difficulty", type=float, default=None)
+    external.add_argument(
         "--prevalence", type=parse_prevalence, default=None, help="e.g. benign=0.7,FTC=0.1,..."
     )
 
@@ -125,8 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> str:
-    if args.command == "phantom":
-        from metadata.importers.phantom import build_phantom_dataset
+    if args.command in ("phantom", "external-test"):
         from metadata.phantom import PhantomConfig
 
         options: dict = {"size": args.size, "seed": args.seed}
@@ -135,6 +153,12 @@ def run(args: argparse.Namespace) -> str:
         if args.prevalence is not None:
             options["prevalence"] = args.prevalence
         config = PhantomConfig(**options)
+        if args.command == "external-test":
+            from metadata.external_test import build_external_test
+
+            return str(build_external_test(args.out, args.n_images, config))
+        from metadata.importers.phantom import build_phantom_dataset
+
         return str(build_phantom_dataset(args.out, args.n_images, config=config))
     if args.command == "ddti":
         from metadata.importers.ddti import import_ddti

@@ -36,7 +36,7 @@ def test_toy_pipeline_runs_end_to_end_then_redoes_only_what_changed(tmp_path):
     assert tiger(["run", "--profile", "toy", "--run-dir", str(run_dir)]) == 0
     ran = stage_runs(run_dir)
     expected = {"data", "split", "train_only", "coarse", "fine", "generate-FTC", "clip"}
-    expected |= {"filter-FTC", "classifier-FTC"}
+    expected |= {"filter-FTC", "external_test", "classifier-FTC"}
     assert set(ran) == expected and all(ran.values())
 
     manifest = run_dir / "generate" / "FTC" / "manifest.jsonl"
@@ -49,7 +49,10 @@ def test_toy_pipeline_runs_end_to_end_then_redoes_only_what_changed(tmp_path):
     assert set(results["arms"]) == {"real", "classic_aug", "dup_real", "synthetic"} | {
         "synthetic_filtered"
     }
+    assert set(results["external"]) == set(results["arms"])  # scored on the independent set
+    assert results["setup"]["external_counts"]["1"] > 0
     report = (run_dir / "report" / "report.md").read_text()
+    assert "The same models on the independent test set" in report
     needed_sections = ("## Dataset", "FG IoU", "## Filtering", "5 real + synthetic", "Memorization")
     for needed in (*needed_sections, "Domain CLIP: ", "## Synthetic-data quality"):
         assert needed in report

@@ -36,6 +36,9 @@ class DataSection:
     seed: int = 0
     difficulty: float | None = None  # None: the phantom's calibrated default
     prevalence: dict[str, float] | None = None  # None: the phantom's default (FTC, MTC rare)
+    # Phantom only: frames of an independent phantom (seed + 10000) that every arm is also
+    # scored on (metadata/external_test.py); 0: none.
+    external_test_frames: int = 0
 
 
 @dataclass
@@ -117,6 +120,7 @@ PROFILES: dict[str, dict] = {
             "n_images": 60,
             "size": 64,
             "prevalence": {"benign": 0.5, "PTC": 0.1, "FTC": 0.3, "MTC": 0.1},
+            "external_test_frames": 40,
         },
         "subtypes": ["FTC"],
         "cpu_threads": 1,
@@ -161,6 +165,8 @@ PROFILES: dict[str, dict] = {
     },
     "quick": {
         "cpu_threads": 2,
+        # ~100 FTC and ~100 MTC positives beside ~1500 benign frames (the split's test set: 9-12).
+        "data": {"external_test_frames": 2000},
         # The rare subtypes; `--data ddti` or a folder resets this to every task it has.
         "subtypes": ["FTC", "MTC"],
         "coarse": {"profile": "quick"},
@@ -197,7 +203,7 @@ PROFILES: dict[str, dict] = {
     "long": {
         "cpu_threads": 2,
         "subtypes": ["FTC", "MTC"],
-        "data": {"n_images": 1200},
+        "data": {"n_images": 1200, "external_test_frames": 4000},
         "coarse": {"profile": "long"},
         "fine": {"profile": "long", "cpu_threads": 2},
         "generation": {

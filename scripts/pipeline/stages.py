@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from metadata.external_test import EXTERNAL_SEED_OFFSET
 from metadata.labelset import LabelSet
-from scripts.pipeline.config import PipelineConfig
+from scripts.pipeline.config import DataSection, PipelineConfig
 
 PYTHON = sys.executable
 COARSE_ONLY = "coarse_only"  # generate/X/coarse_only, filter/X/coarse_only
@@ -64,6 +65,7 @@ class Layout:
         self.croot = run_dir / "data" / "classifier"
         self.splits = self.croot / "splits.json"
         self.train_only = run_dir / "data" / "train_only"
+        self.external_test = run_dir / "data" / "external_test"
         self.coarse = run_dir / "coarse"
         self.fine = run_dir / "fine"
         self.clip = run_dir / "filter" / "clip"
@@ -79,25 +81,40 @@ class Layout:
         return self.root / "classifier" / subtype
 
 
+def phantom_command(
+    command: str, out: Path, data: DataSection, n_images: int, seed: int
+) -> list[str]:
+    """`metadata.cli phantom|external-test` with the data section's phantom settings."""
+    build = module("metadata.cli", command, "--out", str(out), "--n-images", str(n_images))
+    build += ["--size", str(data.size), "--seed", str(seed)]
+    if data.difficulty is not None:
+        build += ["--difficulty", str(data.difficulty)]
+    if data.prevalence:
+        build += ["--prevalence", ",".join(f"{k}={v}" for k, v in data.prevalence.items())]
+    return build
+
+
+def external_test_stage(config: PipelineConfig, layout: Layout) -> Stage | None:
+    """The phantom's large independent test set (another seed), or None without one."""
+    data = config.data
+    if data.source != "phantom" or data.external_test_frames <= 0:
+        return None
+    seed = data.seed + EXTERNAL_SEED_OFFSET
+    frames = data.external_test_frames
+    command = phantom_command("external-test", layout.external_test, data, frames, seed)
+    return Stage(
+        "external_test",
+        layout.external_test,
+        [command],
+        config={"data": data.__dict__},
+        resumable=False,
+    )
+
+
 def data_stages(config: PipelineConfig, layout: Layout) -> list[Stage]:
     data = config.data
     if data.source == "phantom":
-        build = module(
-            "metadata.cli",
-            "phantom",
-            "--out",
-            str(layout.dataset),
-            "--n-images",
-            str(data.n_images),
-            "--size",
-            str(data.size),
-            "--seed",
-            str(data.seed),
-        )
-        if data.difficulty is not None:
-            build += ["--difficulty", str(data.difficulty)]
-        if data.prevalence:
-            build += ["--prevalence", ",".join(f"{k}={v}" for k, v in data.prevalence.items())]
+        build = phantom_command("phantom", layout.dataset, data, data.n_images, data.seed)
         external: list[Path] = []
     elif data.source == "ddti":
         build = module(
@@ -428,6 +445,10 @@ def classifier_stage(
         experiment["mix"]["coarse_only_manifest"] = str(
             filtered / COARSE_ONLY / "filtered" / "manifest.jsonl"
         )
+    inputs = ["split", f"generate-{subtype}", f"filter-{subtype}"]
+    if external_test_stage(config, layout):
+        experiment["data"]["external_croot"] = str(layout.external_test)
+        inputs.append("external_test")
     experiment["run_dir"] = str(out.parent)
     config_file = out.parent / f"{subtype}.experiment.json"
     threads = ["--cpu-threads", str(config.cpu_threads)] if config.cpu_threads else []
@@ -436,7 +457,7 @@ def classifier_stage(
         f"classifier-{subtype}",
         out,
         [command],
-        ["split", f"generate-{subtype}", f"filter-{subtype}"],
+        inputs,
         {"experiment": experiment},
         files={str(config_file): json.dumps(experiment, indent=2)},
     )
@@ -454,5 +475,7 @@ def all_stages(
     stages += [generation_stage(config, layout, s, labels.get(s)) for s in subtypes]
     stages.append(clip_stage(config, layout))
     stages += [filter_stage(config, layout, s) for s in subtypes]
+    external = external_test_stage(config, layout)
+    stages += [external] if external else []
     stages += [classifier_stage(config, layout, s, labels.get(s), negative) for s in subtypes]
     return stages
