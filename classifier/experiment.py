@@ -303,9 +303,11 @@ def ratio_curve(
     root: Path,
     cache: ImageCache,
     real_runs: dict[int, dict],
+    external: list[ImageItem] | None = None,
 ) -> list[dict]:
     """ΔAUC vs real only of the duplicated-real control and the filtered synthetic arm at each
-    synthetic-to-real ratio (counts capped by the pool: `count` says what was reached)."""
+    synthetic-to-real ratio (counts capped by the pool: `count` says what was reached); with an
+    independent test set, the same on it (`external_*`)."""
     if "synthetic_filtered" not in pools or not real_runs:
         raise ValueError("the ratio curve needs the 'real' and 'synthetic_filtered' arms")
     rows = []
@@ -321,9 +323,10 @@ def ratio_curve(
                 items, augmentation = arm_training_set(arm, real_train, pools, counts, seed)
                 folder = root / name / f"seed_{seed}"
                 runs[name][seed] = run_one(
-                    config, arm, seed, items, augmentation, valid, test, folder, cache
+                    config, arm, seed, items, augmentation, valid, test, folder, cache, external
                 )
         summary = summarize(config, runs, root)["arms"]
+        on_external = summarize(config, runs, root, EXTERNAL_SPLIT)["arms"] if external else {}
         real_counts = class_counts(real_train)
         for arm in RATIO_ARMS:
             row = summary[f"ratio_{ratio:g}/{arm}"]
@@ -338,6 +341,11 @@ def ratio_curve(
                     },
                     **{key: row[key] for key in ("auc", "delta_auc", "delta_low", "delta_high")},
                     "delta_p": row["delta_p"],
+                    **{
+                        f"external_{key}": on_external[f"ratio_{ratio:g}/{arm}"][key]
+                        for key in ("auc", "delta_auc", "delta_low", "delta_high", "delta_p")
+                        if on_external
+                    },
                 }
             )
     return rows
@@ -402,7 +410,7 @@ def run_experiment(config: ExperimentConfig) -> dict:
         results[EXTERNAL_SPLIT] = summarize(config, runs, root, EXTERNAL_SPLIT)["arms"]
     if config.ratios:
         results["ratio_curve"] = ratio_curve(
-            config, real_train, pools, valid, test, root, cache, runs.get("real", {})
+            config, real_train, pools, valid, test, root, cache, runs.get("real", {}), external
         )
     write_json(root / "results.json", results)
     write_report(root, results, layout, pools, counts)

@@ -113,23 +113,28 @@ def html_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def plot_ratio_curve(rows: list[dict], path: Path, subtype: str) -> None:
-    """ΔAUC vs real only (95% CI) against the synthetic-to-real ratio, one line per arm."""
+    """ΔAUC vs real only (95% CI) against the synthetic-to-real ratio, one line per arm; on the
+    independent test set when the rows have it (its CIs can tell the arms apart)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    prefix = "external_" if rows and "external_delta_auc" in rows[0] else ""
     figure, axes = plt.subplots(figsize=(5, 3.6))
     for offset, arm in zip((-0.03, 0.03), ("dup_real", "synthetic_filtered")):
         own = [row for row in rows if row["arm"] == arm]
         ratios = np.array([row["ratio"] for row in own]) * (1 + offset)
-        delta = np.array([row["delta_auc"] for row in own])
-        low = delta - np.array([row["delta_low"] for row in own])
-        high = np.array([row["delta_high"] for row in own]) - delta
+        delta = np.array([row[f"{prefix}delta_auc"] for row in own])
+        low = delta - np.array([row[f"{prefix}delta_low"] for row in own])
+        high = np.array([row[f"{prefix}delta_high"] for row in own]) - delta
         axes.errorbar(ratios, delta, yerr=[low, high], marker="o", capsize=3, label=ARM_TITLES[arm])
     axes.axhline(0, color="grey", lw=0.8, ls="--")
+    where = " (independent test set)" if prefix else ""
     axes.set(
-        xscale="log", xlabel="synthetic (or duplicated) : real, rare class", ylabel="ΔAUC vs real"
+        xscale="log",
+        xlabel="synthetic (or duplicated) : real, rare class",
+        ylabel=f"ΔAUC vs real{where}",
     )
     axes.set_title(f"{subtype}: ratio curve")
     axes.legend(fontsize=7)

@@ -78,7 +78,7 @@ def test_every_arm_is_scored_on_the_independent_set_with_paired_deltas(tmp_path)
     before = json.loads((run_dir / SUBTYPE / "results.json").read_text())
     assert "external" not in before
 
-    with_external = [*arms, "--external-croot", str(external)]
+    with_external = [*arms, "--external-croot", str(external), "--ratios", "0.5"]
     assert classifier_main(experiment_args(croot, run_dir, *with_external)) == 0
     assert best.stat().st_mtime_ns == trained_at  # scored with the selected model, not retrained
     results = json.loads((run_dir / SUBTYPE / "results.json").read_text())
@@ -96,6 +96,8 @@ def test_every_arm_is_scored_on_the_independent_set_with_paired_deltas(tmp_path)
         assert row["auc"] == pytest.approx(expected) == pytest.approx(metrics["auc"])
     assert "delta_auc" not in results["external"]["real"]
     assert "dup_delta_auc" in results["external"]["synthetic_filtered"]
+    for row in results["ratio_curve"]:  # the ratio curve is scored there too
+        assert row["external_delta_low"] <= row["external_delta_auc"] <= row["external_delta_high"]
     report = (run_dir / SUBTYPE / "report.md").read_text()
     assert "independent test set (30 class 0 / 10 class 1" in report
 
