@@ -106,6 +106,14 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, title
     tmp.replace(path)
 
 
+def load_for_scoring(model_dir: str | Path, accelerator):
+    """A saved model folder, placed on the accelerator's device for `score_split`."""
+    model, _ = from_pretrained(model_dir)
+    if accelerator.device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return accelerator.prepare(model)
+
+
 def evaluate_run(
     model_dir: str | Path,
     valid_items: list[ImageItem],
@@ -124,11 +132,8 @@ def evaluate_run(
     assert_real_only(test_items, "test")
     assert_real_only(external_items or [], "test")
     out_dir = Path(out_dir)
-    model, _ = from_pretrained(model_dir)
     accelerator = accelerator or make_accelerator(TrainConfig())
-    if accelerator.device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    model = accelerator.prepare(model)
+    model = load_for_scoring(model_dir, accelerator)
     cache = cache or ImageCache(data_config.image_size)
     splits = [("valid", valid_items), ("test", test_items)]
     if external_items:

@@ -36,6 +36,7 @@ from classifier.evaluate import (
     PREDICTIONS_FILE,
     evaluate_run,
     external_metrics,
+    load_for_scoring,
     score_split,
 )
 from classifier.layout import (
@@ -54,7 +55,6 @@ from classifier.mixing import (
     read_manifest,
     select,
 )
-from classifier.models import from_pretrained
 from classifier.train import BEST_DIR, make_accelerator, train_classifier
 from generation.offline import enforce_offline
 from metadata.atomic import write_json
@@ -155,8 +155,7 @@ def add_external_scores(
     predictions = json.loads((run_dir / PREDICTIONS_FILE).read_text())
     metrics = json.loads((run_dir / METRICS_FILE).read_text())
     accelerator = make_accelerator(config.train)
-    model, _ = from_pretrained(run_dir / BEST_DIR)
-    model = accelerator.prepare(model)
+    model = load_for_scoring(run_dir / BEST_DIR, accelerator)
     batch = config.train.eval_batch_size
     predictions[EXTERNAL_SPLIT] = score_split(model, external, cache, accelerator, batch)
     metrics[EXTERNAL_SPLIT] = external_metrics(predictions, config.eval, metrics["threshold"])
