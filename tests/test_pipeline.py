@@ -53,6 +53,7 @@ def test_toy_pipeline_runs_end_to_end_then_redoes_only_what_changed(tmp_path):
     assert results["setup"]["external_counts"]["1"] > 0
     report = (run_dir / "report" / "report.md").read_text()
     assert "The same models on the independent test set" in report
+    assert "What the generated FTC images carry (attribute agreement" in report
     needed_sections = ("## Dataset", "FG IoU", "## Filtering", "5 real + synthetic", "Memorization")
     for needed in (*needed_sections, "Domain CLIP: ", "## Synthetic-data quality"):
         assert needed in report

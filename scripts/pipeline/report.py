@@ -23,6 +23,7 @@ from scripts.pipeline.figures import sample_grid, score_histograms
 from scripts.pipeline.stages import Layout, augment_labels, negative_label
 
 ARM_NAMES = ARM_TITLES
+MODES = ("diversify", "reference")
 PACKAGES = (
     "tiger-ultrasound",
     "torch",
@@ -278,6 +279,32 @@ def filtering_section(doc: Document, layout: Layout, subtypes: list[str], figure
     )
 
 
+def attribute_evidence(layout: Layout, subtype: str, label: str) -> str | None:
+    """One line beside the arms: which attributes the generated images carry (agreement of the
+    probe read with the prompt per mode, the shuffled-prompt control after it)."""
+    gen = layout.generated(subtype)
+    by_mode = {m: (load(gen / m / "evaluation.json") or {}).get("agreement", {}) for m in MODES}
+    names = sorted(set().union(*(rows.keys() for rows in by_mode.values())))
+    if not names:
+        return None
+    cells = []
+    for name in names:
+        values = " / ".join(fmt(by_mode[m].get(name, {}).get("agreement"), 2) for m in MODES)
+        shuffled = by_mode["diversify"].get(name, {}).get("shuffled_prompt_control")
+        cells.append(f"{name} {values} (shuffled {fmt(shuffled, 2)})")
+    above = [
+        n
+        for n, row in by_mode["diversify"].items()
+        if row.get("ci95") and row["ci95"][0] > row["shuffled_prompt_control"]
+    ]
+    return (
+        f"What the generated {label} images carry (attribute agreement, diversify / reference): "
+        + "; ".join(cells)
+        + f". Diversify: {len(above)} of {len(by_mode['diversify'])} attributes with the CI "
+        "above the shuffled control."
+    )
+
+
 def arm_order(arm: str) -> int:
     return list(ARM_NAMES).index(arm) if arm in ARM_NAMES else 99
 
@@ -381,6 +408,9 @@ def classifier_section(
             ],
             rows,
         )
+        evidence = attribute_evidence(layout, subtype, label)
+        if evidence:
+            doc.paragraph(evidence)
         if results.get("external"):
             independent_test_table(doc, results)
         roc = folder / "figures" / "roc_arms.png"
