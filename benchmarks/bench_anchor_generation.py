@@ -44,7 +44,11 @@ def stock_pipeline(pipe):
         controlnet=MultiControlNetModel(
             [pipe.controlnet.controlnet_fg, pipe.controlnet.controlnet_bg]
         ),
-        scheduler=PNDMScheduler.from_config(pipe.scheduler.config),
+        # PNDM as Stable Diffusion releases ship it (scheduler_config.json of SD 1.5 / 2.1-base),
+        # on our trained noise schedule.
+        scheduler=PNDMScheduler.from_config(
+            pipe.scheduler.config, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False
+        ),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,

@@ -324,8 +324,9 @@ def independent_test_table(doc: Document, results: dict) -> None:
     counts = results["setup"]["external_counts"]
     doc.paragraph(
         f"The same models on the independent test set: {counts['0']} class-0 and {counts['1']} "
-        f"class-1 real frames of cases no stage has seen ({results['setup']['external_croot']}). "
-        "Its CIs are narrow enough to tell arms apart where the split's own test set is not."
+        f"class-1 real frames of cases no stage has seen ({results['setup']['external_croot']}), "
+        f"against {results['setup']['real_counts']['test']['1']} class-1 frames in the split's "
+        "own test set."
     )
     rows = []
     arms = results["external"]

@@ -1,0 +1,139 @@
+"""Issue 18's gain and issue 22's comparison table, read off finished `tiger run` folders.
+
+Every arm's AUC and its paired ΔAUC against real only and against duplicated real (95% CI, p)
+come from each task's `classifier/X/results.json`: on the large independent test set when the
+run has one (`results["external"]`, the phantom's other seed), else on the split's own test
+set (`"test_set"` says which). Writes
+
+- `phantom_gain_<profile>.json`: {LABEL: {arms: {arm: {auc, ci95}}, delta_filtered_vs_dup_real:
+  {delta, ci95, p}, seeds, test_frames, test_set, target_met}} (target: ≥ +0.03 with the CI
+  above 0);
+- `comparison_<profile>.json`: every arm with both deltas, the ratio curve rows, and the
+  paper's published AUCs for the arms that match its rows,
+
+and prints the comparison as a markdown table (our rows beside the paper's).
+
+    python -m benchmarks.phantom_comparison --run runs/tiger_long --profile long
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from metadata.atomic import write_json
+
+# Dai et al. 2025, ResNet50 test AUROC, benign vs FTC / MTC (issue 22), by our matching arm.
+PAPER = {
+    "real": ("no augmentation", {"FTC": 0.7364, "MTC": 0.7523}),
+    "classic_aug": ("basic image manipulation", {"FTC": 0.6872, "MTC": 0.6511}),
+    "mixup": ("mixing images", {"FTC": 0.6321, "MTC": 0.6827}),
+    "coarse_only": ("Stable Diffusion", {"FTC": 0.7737, "MTC": 0.7582}),
+}
+GAIN_TARGET = 0.03
+
+
+def rounded(value, digits: int = 4):
+    return None if value is None else round(float(value), digits)
+
+
+def delta(row: dict, prefix: str) -> dict | None:
+    if f"{prefix}_auc" not in row:
+        return None
+    return {
+        "delta": rounded(row[f"{prefix}_auc"]),
+        "ci95": [rounded(row[f"{prefix}_low"]), rounded(row[f"{prefix}_high"])],
+        "p": rounded(row[f"{prefix}_p"]),
+    }
+
+
+def task_summary(results: dict) -> dict:
+    """One task's arms on the best test set it has, with both paired deltas."""
+    external = "external" in results
+    arms = results["external"] if external else results["arms"]
+    counts = results["setup"]["external_counts" if external else "real_counts"]
+    counts = counts if external else counts["test"]
+    rows = {
+        arm: {
+            "auc": rounded(row["auc"]),
+            "ci95": [rounded(row["auc_low"]), rounded(row["auc_high"])],
+            "vs_real": delta(row, "delta"),
+            "vs_dup_real": delta(row, "dup_delta"),
+        }
+        for arm, row in arms.items()
+    }
+    seeds = max(row.get("n_seeds", 1) for row in results["arms"].values())
+    return {
+        "test_set": "independent" if external else "split",
+        "test_frames": sum(int(v) for v in counts.values()),
+        "test_positives": int(counts["1"]),
+        "seeds": seeds,
+        "arms": rows,
+    }
+
+
+def gain_entry(summary: dict) -> dict:
+    filtered = summary["arms"].get("synthetic_filtered", {}).get("vs_dup_real")
+    met = bool(filtered and filtered["delta"] >= GAIN_TARGET and filtered["ci95"][0] > 0)
+    return {
+        "arms": {arm: {"auc": r["auc"], "ci95": r["ci95"]} for arm, r in summary["arms"].items()},
+        "delta_filtered_vs_dup_real": filtered,
+        "seeds": summary["seeds"],
+        "test_frames": summary["test_frames"],
+        "test_set": summary["test_set"],
+        "target_met": met,
+    }
+
+
+def markdown(comparison: dict) -> str:
+    labels = [k for k in comparison if k not in ("paper", "runs")]
+    header = "| arm | paper's row | " + " | ".join(
+        f"{label} paper | {label} ours [95% CI] | {label} Δ vs dup real" for label in labels
+    )
+    lines = [header + " |", "|" + " --- |" * (2 + 3 * len(labels))]
+    arms = list(comparison[labels[0]]["arms"]) if labels else []
+    for arm in arms:
+        name, paper = PAPER.get(arm, ("—", {}))
+        cells = [arm, name]
+        for label in labels:
+            row = comparison[label]["arms"][arm]
+            vs = row["vs_dup_real"]
+            cells += [
+                f"{paper[label]:.3f}" if label in paper else "—",
+                f"{row['auc']:.3f} [{row['ci95'][0]:.3f}, {row['ci95'][1]:.3f}]",
+                f"{vs['delta']:+.3f} [{vs['ci95'][0]:+.3f}, {vs['ci95'][1]:+.3f}]" if vs else "—",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--run", required=True, help="a finished `tiger run` folder")
+    parser.add_argument("--profile", required=True, help="names the output files")
+    parser.add_argument("--results", default="benchmarks/results")
+    args = parser.parse_args()
+
+    run = Path(args.run)
+    comparison: dict = {"runs": [str(run)], "paper": {a: p for a, p in PAPER.items()}}
+    gain: dict = {}
+    for file in sorted((run / "classifier").glob("*/results.json")):
+        results = json.loads(file.read_text())
+        label = file.parent.name
+        summary = task_summary(results)
+        summary["ratio_curve"] = results.get("ratio_curve", [])
+        comparison[label] = summary
+        gain[label] = gain_entry(summary)
+    if not gain:
+        raise SystemExit(f"{run}: no classifier/*/results.json")
+    out = Path(args.results)
+    write_json(out / f"phantom_gain_{args.profile}.json", gain)
+    write_json(out / f"comparison_{args.profile}.json", comparison)
+    print(markdown(comparison))
+    for label, entry in gain.items():
+        print(f"{label}: filtered vs duplicated real {entry['delta_filtered_vs_dup_real']}")
+
+
+if __name__ == "__main__":
+    main()
