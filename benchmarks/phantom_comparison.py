@@ -22,6 +22,7 @@ import argparse
 import json
 from pathlib import Path
 
+from classifier.config import ALL_ARMS
 from metadata.atomic import write_json
 
 # Dai et al. 2025, ResNet50 test AUROC, benign vs FTC / MTC (issue 22), by our matching arm.
@@ -92,7 +93,8 @@ def markdown(comparison: dict) -> str:
         f"{label} paper | {label} ours [95% CI] | {label} Δ vs dup real" for label in labels
     )
     lines = [header + " |", "|" + " --- |" * (2 + 3 * len(labels))]
-    arms = list(comparison[labels[0]]["arms"]) if labels else []
+    present = comparison[labels[0]]["arms"] if labels else {}
+    arms = [arm for arm in ALL_ARMS if arm in present]
     for arm in arms:
         name, paper = PAPER.get(arm, ("—", {}))
         cells = [arm, name]
