@@ -13,6 +13,7 @@ clear their shuffled control and reach 0.8 x the probe's real accuracy.
 
     python -m benchmarks.attribute_fidelity --run runs/quick --images 64 \\
         --out benchmarks/results/attribute_fidelity_quick.json
+    python -m benchmarks.attribute_fidelity --run runs/quick --from-run --out ...   # its 32 + 32
 """
 
 from __future__ import annotations
@@ -79,6 +80,11 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["diversify", "reference"])
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--guidance-scale", type=float, default=None, help="default: engine's")
+    parser.add_argument(
+        "--from-run",
+        action="store_true",
+        help="score nothing new: read the run's own generate/<LABEL>/<mode>/evaluation.json",
+    )
     parser.add_argument("--work", default="runs/attribute_fidelity")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -87,15 +93,20 @@ def main() -> None:
     profile = args.profile or json.loads((run / "pipeline_config.json").read_text())["profile"]
     extra = ["--guidance-scale", str(args.guidance_scale)] if args.guidance_scale else []
     tag = f"g{args.guidance_scale:g}" if args.guidance_scale else "default"
-    report: dict = {"profile": profile, "run": str(run), "images": args.images, "summary": {}}
+    images = "the run's own" if args.from_run else args.images
+    report: dict = {"profile": profile, "run": str(run), "images": images, "summary": {}}
     report["guidance_scale"] = args.guidance_scale or "engine default"
     for mode in args.modes:
         report[mode] = {}
         for label in args.labels:
-            gen = Path(args.work) / f"{run.name}_{tag}" / label / mode
             started = time.perf_counter()
-            generate(run, mode, label, gen, args.images, extra)
-            scores = evaluate(run, gen)
+            if args.from_run:  # the images the pipeline made (its generated class = the label)
+                gen = run / "generate" / label / mode
+                scores = json.loads((gen / "evaluation.json").read_text())
+            else:
+                gen = Path(args.work) / f"{run.name}_{tag}" / label / mode
+                generate(run, mode, label, gen, args.images, extra)
+                scores = evaluate(run, gen)
             rows = shaped(scores["agreement"])
             report[mode][label] = rows
             report["summary"][f"{mode}/{label}"] = {
