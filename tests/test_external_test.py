@@ -109,3 +109,21 @@ def test_an_independent_set_that_shares_a_case_with_the_split_is_refused(tmp_pat
     error = capsys.readouterr().err
     assert "case-disjoint" in error and str(croot) in error
     assert not (tmp_path / "exp" / SUBTYPE / "real").exists()  # refused before any training
+
+
+def test_the_pipeline_adds_the_set_on_the_phantom_only_and_keeps_the_dataset_stage(tmp_path):
+    from scripts.pipeline.config import load_config
+    from scripts.pipeline.stages import Layout, data_stages, external_test_stage
+
+    layout = Layout(tmp_path / "run")
+    without = load_config("toy", overrides={"data": {"external_test_frames": 0}})
+    with_set = load_config("toy", overrides={"data": {"external_test_frames": 500}})
+    assert external_test_stage(without, layout) is None
+    stage = external_test_stage(with_set, layout)
+    command = stage.commands[0]
+    assert command[command.index("--n-images") + 1] == "500"
+    assert command[command.index("--seed") + 1] == str(with_set.data.seed + 10_000)
+    # Asking for the set does not change the data stage's key (no second import).
+    assert data_stages(without, layout)[0].config == data_stages(with_set, layout)[0].config
+    ddti = load_config("toy", overrides={"data": {"source": "ddti", "external_test_frames": 500}})
+    assert external_test_stage(ddti, layout) is None  # the phantom alone can render new cases

@@ -137,7 +137,10 @@ def data_stages(config: PipelineConfig, layout: Layout) -> list[Stage]:
             "data",
             layout.dataset,
             [build],
-            config={"data": data.__dict__},
+            # The independent test set is its own stage: asking for one keeps the dataset.
+            config={
+                "data": {k: v for k, v in data.__dict__.items() if k != "external_test_frames"}
+            },
             external=external,
             resumable=False,
         ),
