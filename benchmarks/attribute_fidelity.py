@@ -1,9 +1,10 @@
 """Attribute fidelity of a finished run's generator: does each image show the attributes asked?
 
 For each label and mode, `--images` new images from the run's fine model with the run's own
-generation options (the profile's steps, resolution, seed; `--guidance-scale` to vary one
-lever), through the same CLI the pipeline calls, then the pipeline's `evaluate` check: a probe per
-attribute trained on the run's real train frames reads the attribute off each generated image;
+generation options (the profile's steps, resolution, seed; `--guidance-scale`,
+`--conditioning-scale FG BG` and `--attribute-contrast` vary one lever), through the same CLI
+the pipeline calls, then the pipeline's `evaluate` check: a probe per attribute trained on the
+run's real train frames reads the attribute off each generated image;
 agreement with the prompt (bootstrap 95% CI), the shuffled-prompt control (what a generator
 that ignores the words scores) and the probe's accuracy on real held-out frames (the ceiling).
 
@@ -81,6 +82,19 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--guidance-scale", type=float, default=None, help="default: engine's")
     parser.add_argument(
+        "--conditioning-scale",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("FG", "BG"),
+        help="the FG and BG branches' weights (default: the engine's 1 1)",
+    )
+    parser.add_argument(
+        "--attribute-contrast",
+        action="store_true",
+        help="guide against each prompt with its findings flipped (generation.inference.contrast)",
+    )
+    parser.add_argument(
         "--from-run",
         action="store_true",
         help="score nothing new: read the run's own generate/<LABEL>/<mode>/evaluation.json",
@@ -91,11 +105,22 @@ def main() -> None:
 
     run = Path(args.run)
     profile = args.profile or json.loads((run / "pipeline_config.json").read_text())["profile"]
-    extra = ["--guidance-scale", str(args.guidance_scale)] if args.guidance_scale else []
-    tag = f"g{args.guidance_scale:g}" if args.guidance_scale else "default"
+    extra, tags = [], []
+    if args.guidance_scale is not None:
+        extra += ["--guidance-scale", str(args.guidance_scale)]
+        tags.append(f"g{args.guidance_scale:g}")
+    if args.conditioning_scale is not None:
+        extra += ["--conditioning-scale", *map(str, args.conditioning_scale)]
+        tags.append("c{:g}-{:g}".format(*args.conditioning_scale))
+    if args.attribute_contrast:
+        extra.append("--attribute-contrast")
+        tags.append("contrast")
+    tag = "_".join(tags) or "default"
     images = "the run's own" if args.from_run else args.images
     report: dict = {"profile": profile, "run": str(run), "images": images, "summary": {}}
     report["guidance_scale"] = args.guidance_scale or "engine default"
+    report["conditioning_scale"] = args.conditioning_scale or "engine default"
+    report["attribute_contrast"] = args.attribute_contrast
     for mode in args.modes:
         report[mode] = {}
         for label in args.labels:

@@ -263,6 +263,7 @@ class TigerFinePipeline(DiffusionPipeline):
         condition_BG,
         prompt: str | list[str] | None = None,
         negative_prompt: str | list[str] | None = None,
+        negative_text_nd: str | list[str] | None = None,
         image=None,
         strength: float = 0.8,
         num_inference_steps: int = 50,
@@ -284,6 +285,9 @@ class TigerFinePipeline(DiffusionPipeline):
         keeps its own. `conditioning_scale`, `control_guidance_start/end`: a float or (fg, bg);
         a zero scale switches a branch off (0, 0 is the coarse model alone). `image` + `strength`
         turn on img2img. `generator`: one per output image for per-image reproducibility.
+        `negative_text_nd` (instead of `negative_prompt`): guidance contrasts each item with the
+        same item described by other nodule words (the UNet and the FG branch read them, the BG
+        branch its own `text_bg`), so the guided direction is what the nodule words change.
         """
         scales = pair(conditioning_scale, "conditioning_scale")
         starts = pair(control_guidance_start, "control_guidance_start")
@@ -329,10 +333,22 @@ class TigerFinePipeline(DiffusionPipeline):
             other = tensor if uncond is None else uncond.repeat_interleave(repeat, dim=0)
             return torch.cat([other, tensor])
 
-        empty = self.encode_text(negative) if guided else None
-        unet_text = expand(self.encode_text(prompts), empty)
-        fg_text = expand(self.encode_text(nodule), empty)
-        bg_text = expand(self.encode_text(tissue), empty)
+        if negative_text_nd is not None and negative_prompt:
+            raise ValueError("give negative_prompt or negative_text_nd, not both")
+        unet_uncond = fg_uncond = bg_uncond = None
+        if guided and negative_text_nd is not None:
+            contrast = as_list(negative_text_nd, items, "negative_text_nd")
+            mode = self.config.prompt_background
+            unet_uncond = self.encode_text(
+                [combine_prompt(nd, bg, mode) for nd, bg in zip(contrast, tissue, strict=True)]
+            )
+            fg_uncond = self.encode_text(contrast)
+            bg_uncond = self.encode_text(tissue)
+        elif guided:
+            unet_uncond = fg_uncond = bg_uncond = self.encode_text(negative)
+        unet_text = expand(self.encode_text(prompts), unet_uncond)
+        fg_text = expand(self.encode_text(nodule), fg_uncond)
+        bg_text = expand(self.encode_text(tissue), bg_uncond)
         fg_cond = expand(fg_images).to(device, dtype)
         bg_cond = expand(bg_images).to(device, dtype)
 

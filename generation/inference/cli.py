@@ -37,6 +37,7 @@ from generation.inference.masks import MASK_SOURCES, MaskBankConfig
 from generation.inference.plan import BRANCH_CHOICES
 from generation.inference.prompts import STRATEGIES, SUPPORT_SCOPES, PromptConfig
 from generation.inference.runner import GenerationRequest, run_generation
+from generation.training.options import parse_bool
 from metadata.records import MetadataError
 
 
@@ -63,6 +64,14 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
     sampling.add_argument("--conditioning-scale", type=float, nargs=2, default=[1.0, 1.0],
                           metavar=("FG", "BG"))  # fmt: skip
     sampling.add_argument("--negative-prompt", default="")
+    sampling.add_argument(
+        "--attribute-contrast",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="guide against the same prompt with the nodule findings flipped, not the empty one",
+    )
     sampling.add_argument("--resolution", type=int, default=None)
     runtime = parser.add_argument_group("runtime")
     runtime.add_argument("--batch-size", type=int, default=8)
@@ -153,6 +162,7 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
         conditioning_scale=tuple(args.conditioning_scale),
         strength=args.strength if not diversify else SamplingConfig.strength,
         negative_prompt=args.negative_prompt,
+        attribute_contrast=args.attribute_contrast,
         resolution=args.resolution,
     )
     runtime = RuntimeConfig(

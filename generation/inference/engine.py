@@ -57,6 +57,9 @@ class SamplingConfig:
     negative_prompt: str = ""
     resolution: int | None = None
     eta: float = 0.0
+    # Guide against each job's own prompt with its findings flipped (Job.negative_text_nd)
+    # instead of against the empty prompt.
+    attribute_contrast: bool = False
 
     def validate(self) -> SamplingConfig:
         if self.scheduler not in SAMPLERS:
@@ -70,6 +73,8 @@ class SamplingConfig:
         self.conditioning_scale = tuple(float(v) for v in self.conditioning_scale)
         if len(self.conditioning_scale) != 2:
             raise GenerationError("--conditioning-scale takes two numbers (fg, bg)")
+        if self.attribute_contrast and self.negative_prompt:
+            raise GenerationError("--attribute-contrast replaces --negative-prompt: give one")
         return self
 
 
@@ -237,6 +242,7 @@ class GenerationEngine:
             "mode": job.mode,
             "prompt": prompt,
             "negative_prompt": sampling.negative_prompt,
+            "negative_text_nd": job.negative_text_nd if sampling.attribute_contrast else None,
             "text_nd": job.text_nd,
             "text_bg": job.text_bg,
             "attributes": job.attributes,
@@ -263,6 +269,14 @@ class GenerationEngine:
     def pending(self, jobs: list[Job]) -> list[Job]:
         return [job for job in jobs if not is_finished(self.out_dir, job)]
 
+    def contrast_texts(self, batch: list[Job]) -> list[str] | None:
+        if not self.sampling.attribute_contrast:
+            return None
+        missing = [job.id for job in batch if job.negative_text_nd is None]
+        if missing:
+            raise GenerationError(f"jobs {', '.join(missing)} have no contrast text")
+        return [job.negative_text_nd for job in batch]
+
     def generate_batch(self, batch: list[Job]) -> None:
         sampling = self.sampling
         mode = self.pipe.config.prompt_background
@@ -281,6 +295,7 @@ class GenerationEngine:
             condition_BG=[job.condition_BG for job in batch],
             prompt=prompts,
             negative_prompt=sampling.negative_prompt or None,
+            negative_text_nd=self.contrast_texts(batch),
             image=images,
             strength=sampling.strength,
             num_inference_steps=sampling.num_inference_steps,
@@ -352,6 +367,15 @@ def write_manifest(out_dir: Path, jobs: list[Job]) -> int:
     return len(rows)
 
 
+def sampling_identity(sampling: SamplingConfig) -> dict:
+    """The sampler's part of a run's identity; an option left at its off value is left out, so
+    folders made before it existed still resume."""
+    identity = asdict(sampling) | {"conditioning_scale": list(sampling.conditioning_scale)}
+    if not sampling.attribute_contrast:
+        identity.pop("attribute_contrast")
+    return identity
+
+
 def identity_for(
     model: str | os.PathLike, out_dir: Path, mode: str, label: str, seed: int,
     sampling: SamplingConfig, options: dict,
@@ -371,6 +395,6 @@ def identity_for(
         mode=mode,
         label=label,
         seed=seed,
-        sampling=asdict(sampling) | {"conditioning_scale": list(sampling.conditioning_scale)},
+        sampling=sampling_identity(sampling),
         options=options,
     )

@@ -20,6 +20,7 @@ from generation.inference.attributes import (
     attribute_dict,
     prompt_text,
 )
+from generation.inference.contrast import contrast_text
 from generation.inference.prompts import PromptConfig, PromptSampler
 from generation.inference.sources import TrainSource
 from metadata.records import MetadataError, MetadataRecord
@@ -47,6 +48,9 @@ class Job:
     mask_request: dict[str, str] | None = None  # asked shape/size/margins for a bank mask
     mask_seed: int | None = None
     reference: str | None = None
+    # The same nodule with its findings flipped (generation.inference.contrast): the negative
+    # of attribute-contrast guidance.
+    negative_text_nd: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,6 +102,7 @@ def plan_diversify(
                 source_cases=[background.case_id],
                 mask_request={k: values[k] for k in MASK_ATTRIBUTES if k in values},
                 mask_seed=image_seed(seed, index, 2),
+                negative_text_nd=contrast_text(label, values, stats.dataset_support, source.labels),
             )
         )
     return jobs
@@ -162,6 +167,7 @@ def plan_reference(
             f"--fix {', '.join(changes_mask)} changes the nodule outline: use --foreground bank"
         )
     chosen = select_references(source, label, references)
+    support = AttributeStats.from_records(source.records, label).dataset_support
     jobs = []
     for index in range(count):
         ref = chosen[index % len(chosen)]
@@ -183,6 +189,7 @@ def plan_reference(
             case_id=ref.case_id,
             source_cases=cases,
             reference=str(source.image_path(ref)),
+            negative_text_nd=contrast_text(label, values, support, source.labels),
         )
         if foreground == "keep":
             job.condition_FG = str(source.fg_path(ref))
