@@ -112,3 +112,42 @@ def test_engine_records_each_contrast_and_old_folders_keep_their_identity(
     assert np.abs(a - b).mean() > 0.5  # the same job, guided another way
     with pytest.raises(GenerationError, match="replaces --negative-prompt"):
         SamplingConfig(attribute_contrast=True, negative_prompt="blurry").validate()
+
+
+def test_findings_backgrounds_show_the_prompts_posterior_findings_under_the_new_mask(
+    phantom_dataset,
+):
+    """A shadow or enhancement lives below the nodule, in the background map: a diversify job
+    asking for it gets a background whose own nodule had it, and its mask sits where that was."""
+    from generation.inference.attributes import AttributeConstraints, record_value
+    from generation.inference.masks import MaskBank, load_mask
+    from generation.inference.plan import plan_diversify
+    from generation.inference.prompts import PromptConfig
+    from generation.inference.sources import load_train_source
+    from metadata.splits import SplitConfig
+
+    source = load_train_source(phantom_dataset, split_config=SplitConfig())
+    by_bg = {str(source.bg_path(r)): r for r in source.records}
+    config = PromptConfig(diversity=1.0)  # every calcification word, whatever the class's prior
+    jobs = plan_diversify(source, "MTC", 12, 0, AttributeConstraints(), config, "findings")
+    plain = plan_diversify(source, "MTC", 12, 0, AttributeConstraints(), config)
+    assert [j.attributes for j in jobs] == [j.attributes for j in plain]  # same prompts
+    assert all(j.mask_anchor is None for j in plain)
+    bank = MaskBank(source, 64)
+    matched = 0
+    for job in jobs:
+        background = by_bg[job.condition_BG]
+        assert record_value(background, "calcifications") == job.attributes["calcifications"]
+        matched += record_value(background, "composition") == job.attributes["composition"]
+        own = load_mask(source.fg_path(background), 64)
+        rows, cols = np.nonzero(own)
+        assert job.mask_anchor == pytest.approx(
+            ((rows.mean() + 0.5) / 64, (cols.mean() + 0.5) / 64), abs=0.02
+        )
+        drawn = bank.draw(job.mask_request, job.mask_seed, job.mask_anchor).mask
+        new_cols = np.nonzero(drawn)[1]
+        assert abs(new_cols.mean() - cols.mean()) <= 6  # under the old nodule (64 px frame)
+        assert background.case_id in job.source_cases  # the memorization check knows it
+    assert matched >= len(jobs) // 2
+    with pytest.raises(ValueError, match="background match"):
+        plan_diversify(source, "MTC", 2, 0, AttributeConstraints(), config, "nearest")

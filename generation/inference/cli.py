@@ -34,7 +34,7 @@ from generation.inference.engine import (
     SamplingConfig,
 )
 from generation.inference.masks import MASK_SOURCES, MaskBankConfig
-from generation.inference.plan import BRANCH_CHOICES
+from generation.inference.plan import BACKGROUND_MATCHES, BRANCH_CHOICES
 from generation.inference.prompts import STRATEGIES, SUPPORT_SCOPES, PromptConfig
 from generation.inference.runner import GenerationRequest, run_generation
 from generation.training.options import parse_bool
@@ -94,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     diversify.add_argument("--support", choices=SUPPORT_SCOPES, default="subtype")
     diversify.add_argument("--diversity", type=float, default=0.0, help="0 data, 1 uniform")
     diversify.add_argument("--novelty-candidates", type=int, default=1)
+    diversify.add_argument(
+        "--background-match",
+        choices=BACKGROUND_MATCHES,
+        default="any",
+        help="findings: the background map comes from a train frame whose nodule had the "
+        "prompt's calcifications/composition (their shadow or enhancement), the mask where "
+        "that nodule was",
+    )
     reference = modes.add_parser("reference", help="image-driven: img2img from train images")
     common_arguments(reference)
     reference.add_argument("--references", nargs="*", default=None, help="file names or stems")
@@ -193,6 +201,7 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
             diversity=args.diversity,
             novelty_candidates=args.novelty_candidates,
         ).validate()
+        request.background_match = args.background_match
     else:
         request.references = args.references
         request.foreground = args.foreground

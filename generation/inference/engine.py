@@ -226,7 +226,7 @@ class GenerationEngine:
         if self.mask_bank is None or job.mask_seed is None:
             raise GenerationError(f"job {job.id} needs a mask bank")
         target = self.out_dir / CONDITIONS_DIR / f"{job.id}_FG.png"
-        draw = self.mask_bank.draw(job.mask_request or {}, job.mask_seed)
+        draw = self.mask_bank.draw(job.mask_request or {}, job.mask_seed, job.mask_anchor)
         save_png(target, mask_image(draw.mask))
         if draw.case_id and draw.case_id not in job.source_cases:
             job.source_cases = sorted({*job.source_cases, draw.case_id})

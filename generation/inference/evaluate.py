@@ -76,6 +76,17 @@ def read_rows(gen_dir: Path) -> list[dict]:
     return [json.loads(line) for line in manifest.read_text("utf-8").splitlines() if line.strip()]
 
 
+def generated_features(gen: Path, rows: list[dict], size: int) -> np.ndarray:
+    """The probes' features of each generated image, read inside the FG mask it was given."""
+    masks = [load_mask(Path(gen, r["condition_FG"]), size) for r in rows]
+    return np.stack(
+        [
+            nodule_features(load_grey(gen / r["file_name"], size), mask)
+            for r, mask in zip(rows, masks, strict=True)
+        ]
+    )
+
+
 def evaluate_generation(
     gen_dir: str | os.PathLike,
     dataset: str | os.PathLike,
@@ -92,9 +103,7 @@ def evaluate_generation(
     probe = probe or fit_probe(meta_file, train, held, size)
     images = [gen / r["file_name"] for r in rows]
     masks = [load_mask(Path(gen, r["condition_FG"]), size) for r in rows]
-    features = np.stack(
-        [nodule_features(load_grey(p, size), m) for p, m in zip(images, masks, strict=True)]
-    )
+    features = generated_features(gen, rows, size)
     prompted = {n: [r["attributes"].get(n) for r in rows] for n in PROBED}
     mask_shape = [
         measure_mask(m).shape == r["attributes"].get("shape")

@@ -72,15 +72,26 @@ def crop_to_nodule(mask: np.ndarray) -> np.ndarray:
     return mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
-def place(patch: np.ndarray, resolution: int, rng: np.random.Generator) -> np.ndarray | None:
-    """Put a cropped nodule at a random position inside the frame (None if it cannot fit)."""
+def place(
+    patch: np.ndarray,
+    resolution: int,
+    rng: np.random.Generator,
+    anchor: tuple[float, float] | None = None,
+) -> np.ndarray | None:
+    """Put a cropped nodule at a random position inside the frame, or centred on `anchor`
+    (row, column fractions; moved inwards as far as the frame needs). None if it cannot fit."""
     height, width = patch.shape
     top_min = int(TOP_MARGIN * resolution)
     border = max(1, resolution // 32)
     if height > resolution - top_min - border or width > resolution - 2 * border:
         return None
-    top = int(rng.integers(top_min, resolution - border - height + 1))
-    left = int(rng.integers(border, resolution - border - width + 1))
+    top_max, left_max = resolution - border - height, resolution - border - width
+    if anchor is None:
+        top = int(rng.integers(top_min, top_max + 1))
+        left = int(rng.integers(border, left_max + 1))
+    else:
+        top = min(max(round(anchor[0] * resolution - height / 2), top_min), top_max)
+        left = min(max(round(anchor[1] * resolution - width / 2), border), left_max)
     frame = np.zeros((resolution, resolution), dtype=bool)
     frame[top : top + height, left : left + width] = patch
     return frame
@@ -120,15 +131,18 @@ class MaskBank:
             if margins is None or record.attributes.get("margins") == margins
         ]
 
-    def draw(self, asked: dict[str, str], seed: int) -> MaskDraw:
-        """A mask with the asked shape/size/margins; deterministic in `seed`."""
+    def draw(
+        self, asked: dict[str, str], seed: int, anchor: tuple[float, float] | None = None
+    ) -> MaskDraw:
+        """A mask with the asked shape/size/margins, centred on `anchor` when given;
+        deterministic in `seed`."""
         rng = np.random.default_rng([seed, 104729])
         shape, size = asked.get("shape"), asked.get("size")
         margins = asked.get("margins")
         if self.config.source != "procedural":
             pool = self.candidates(margins)
             if pool:
-                found = self.draw_real(pool, shape, size, rng)
+                found = self.draw_real(pool, shape, size, rng, anchor)
                 if found is not None:
                     return found
             if self.config.source == "real":
@@ -136,10 +150,21 @@ class MaskBank:
                     f"no real train mask can show shape={shape}, size={size}, margins={margins} "
                     "(use --mask-source mixed or procedural)"
                 )
-        return self.draw_procedural(shape, size, margins, rng)
+        drawn = self.draw_procedural(shape, size, margins, rng)
+        if anchor is not None:
+            moved = place(crop_to_nodule(drawn.mask), self.resolution, rng, anchor)
+            if moved is not None:
+                drawn.mask = moved
+                drawn.origin["anchor"] = [round(v, 4) for v in anchor]
+        return drawn
 
     def draw_real(
-        self, pool: list[int], shape: str | None, size: str | None, rng: np.random.Generator
+        self,
+        pool: list[int],
+        shape: str | None,
+        size: str | None,
+        rng: np.random.Generator,
+        anchor: tuple[float, float] | None = None,
     ) -> MaskDraw | None:
         for _ in range(self.config.attempts):
             index = pool[int(rng.integers(len(pool)))]
@@ -158,7 +183,7 @@ class MaskBank:
             resized = np.asarray(picture.resize(new_size, Image.Resampling.BILINEAR)) > 127
             if not resized.any():
                 continue
-            mask = place(crop_to_nodule(resized), self.resolution, rng)
+            mask = place(crop_to_nodule(resized), self.resolution, rng, anchor)
             if mask is None or not self.matches(mask, shape, size):
                 continue
             record = self.records[index]
@@ -169,6 +194,8 @@ class MaskBank:
                 "rotation_deg": round(angle, 3),
                 "scale": round(float(scale), 4),
             }
+            if anchor is not None:
+                origin["anchor"] = [round(v, 4) for v in anchor]
             return MaskDraw(mask=mask, origin=origin, case_id=record.case_id)
         return None
 

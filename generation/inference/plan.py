@@ -19,6 +19,7 @@ from generation.inference.attributes import (
     AttributeStats,
     attribute_dict,
     prompt_text,
+    record_value,
 )
 from generation.inference.contrast import contrast_text
 from generation.inference.prompts import PromptConfig, PromptSampler
@@ -27,6 +28,11 @@ from metadata.records import MetadataError, MetadataRecord
 
 MODES = ("diversify", "reference")
 BRANCH_CHOICES = ("keep", "bank")
+# How diversify mode pairs a prompt with a background map: any train frame, or one whose own
+# nodule had the prompt's findings that show outside the nodule (a calcification's shadow, a
+# cyst's posterior enhancement), with the new mask placed where that nodule was.
+BACKGROUND_MATCHES = ("any", "findings")
+POSTERIOR_FINDINGS = ("calcifications", "composition")
 
 
 @dataclass
@@ -47,6 +53,8 @@ class Job:
     condition_FG: str | None = None  # a real mask file (reference mode, kept branch)
     mask_request: dict[str, str] | None = None  # asked shape/size/margins for a bank mask
     mask_seed: int | None = None
+    # Where a bank mask is centred (row, column as fractions of the square frame); None: anywhere.
+    mask_anchor: tuple[float, float] | None = None
     reference: str | None = None
     # The same nodule with its findings flipped (generation.inference.contrast): the negative
     # of attribute-contrast guidance.
@@ -70,6 +78,37 @@ def draw_background(records: list[MetadataRecord], seed: int, index: int) -> Met
     return records[int(rng.integers(len(records)))]
 
 
+def draw_matching_background(
+    records: list[MetadataRecord], values: dict[str, str], seed: int, index: int
+) -> MetadataRecord | None:
+    """A train frame with a lesion whose own findings match the prompt's posterior findings
+    (both, else calcifications alone); None when no frame matches."""
+    lesions = [r for r in records if not r.attributes.get("lesion_free")]
+    wanted = [name for name in POSTERIOR_FINDINGS if name in values]
+    rng = np.random.default_rng([seed, index, 31338])
+    for names in (wanted, wanted[:1]):
+        if not names:
+            continue
+        pool = [r for r in lesions if all(record_value(r, n) == values[n] for n in names)]
+        if pool:
+            return pool[int(rng.integers(len(pool)))]
+    return None
+
+
+ANCHOR_GRID = 128
+
+
+def nodule_anchor(source: TrainSource, record: MetadataRecord) -> tuple[float, float] | None:
+    """The centre of a frame's nodule as fractions of the square conditions are cropped to."""
+    from generation.inference.masks import load_mask
+
+    mask = load_mask(source.fg_path(record), ANCHOR_GRID)
+    if not mask.any():
+        return None
+    rows, cols = np.nonzero(mask)
+    return (float(rows.mean() + 0.5) / ANCHOR_GRID, float(cols.mean() + 0.5) / ANCHOR_GRID)
+
+
 def plan_diversify(
     source: TrainSource,
     label: str,
@@ -77,15 +116,25 @@ def plan_diversify(
     seed: int,
     constraints: AttributeConstraints,
     prompt_config: PromptConfig,
+    background_match: str = "any",
 ) -> list[Job]:
-    """Prompts from the subtype's statistics; masks from the bank; real train background maps."""
+    """Prompts from the subtype's statistics; masks from the bank; real train background maps
+    (`background_match`: any frame, or one that shows the prompt's posterior findings)."""
+    if background_match not in BACKGROUND_MATCHES:
+        raise AttributeSpecError(
+            f"background match {background_match!r} must be one of {BACKGROUND_MATCHES}"
+        )
     stats = AttributeStats.from_records(source.records, label)
     if stats.n_records == 0:
         raise MetadataError(source.meta_file, f"no {label} image in the train split")
     sampler = PromptSampler(stats, constraints, prompt_config)
     jobs = []
     for index, values in enumerate(sampler.combinations(count, seed)):
-        background = draw_background(source.records, seed, index)
+        background, anchor = None, None
+        if background_match == "findings":
+            background = draw_matching_background(source.records, values, seed, index)
+            anchor = nodule_anchor(source, background) if background is not None else None
+        background = background or draw_background(source.records, seed, index)
         jobs.append(
             Job(
                 id=job_id("diversify", label, index),
@@ -102,6 +151,7 @@ def plan_diversify(
                 source_cases=[background.case_id],
                 mask_request={k: values[k] for k in MASK_ATTRIBUTES if k in values},
                 mask_seed=image_seed(seed, index, 2),
+                mask_anchor=anchor,
                 negative_text_nd=contrast_text(label, values, stats.dataset_support, source.labels),
             )
         )

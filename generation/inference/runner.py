@@ -51,6 +51,7 @@ class GenerationRequest:
     references: list[str] | None = None
     foreground: str = "keep"
     background: str = "keep"
+    background_match: str = "any"  # diversify: plan.BACKGROUND_MATCHES
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
@@ -79,6 +80,8 @@ class GenerationRequest:
         }
         if self.mode == "diversify":
             options["prompts"] = asdict(self.prompts)
+            if self.background_match != "any":  # folders made before the option still resume
+                options["background_match"] = self.background_match
         else:
             options.update(
                 references=self.references, foreground=self.foreground, background=self.background
@@ -90,7 +93,7 @@ def plan_jobs(request: GenerationRequest, source) -> list[Job]:
     if request.mode == "diversify":
         return plan_diversify(
             source, request.label, request.num_images, request.seed,
-            request.constraints, request.prompts,
+            request.constraints, request.prompts, request.background_match,
         )  # fmt: skip
     return plan_reference(
         source, request.label, request.num_images, request.seed, request.constraints,
