@@ -2,13 +2,15 @@
 
 Issue 18 asks for guidance chosen by measured agreement. For a finished run, every lever makes
 the same diversify jobs (prompts, FG masks, background maps, seeds: the plan depends on the
-run's seed only) as the baseline (the run's own generation options), so each image has a twin
-and a lever's effect on an attribute is a paired difference: per image, does the probe read the
-asked value with the lever and without it. Reported per label and attribute: agreement of each
-set [bootstrap 95% CI], its shuffled-prompt control, how often the probe reads each value
-(a generator that never draws a calcification shows it here), and the paired delta against the
-baseline [bootstrap 95% CI over images] with an exact two-sided sign test on the discordant
-pairs. One probe per label (fit on the run's real train frames) scores every set.
+run's seed only; the findings levers change the background and the mask's place by design) as
+the baseline (the run's own generation options with any-frame backgrounds, the default before
+`--background-match findings`), so each image has a twin and a lever's effect on an attribute
+is a paired difference: per image, does the probe read the asked value with the lever and
+without it. Reported per label and attribute: agreement of each set [bootstrap 95% CI], its
+shuffled-prompt control, how often the probe reads each value (a generator that never draws a
+calcification shows it here), and the paired delta against the baseline [bootstrap 95% CI over
+images] with an exact two-sided sign test on the discordant pairs. One probe per label (fit on
+the run's real train frames) scores every set.
 
     python -m benchmarks.guidance_levers --run runs/quick --images 32 \\
         --out benchmarks/results/guidance_levers_quick.json
@@ -30,14 +32,16 @@ from generation.inference.agreement import agreement, bootstrap_interval
 from generation.inference.evaluate import fit_probe, generated_features, read_rows, real_splits
 from metadata.atomic import write_json
 
+ANY = ["--background-match", "any"]  # the backgrounds before the findings match was default
+FINDINGS = ["--background-match", "findings"]
 LEVERS: dict[str, list[str]] = {
-    "baseline": [],
-    "contrast": ["--attribute-contrast"],
-    "guidance_8": ["--guidance-scale", "8"],
-    "contrast_guidance_8": ["--attribute-contrast", "--guidance-scale", "8"],
-    "fg_branch_0.5": ["--conditioning-scale", "0.5", "1.0"],
-    "findings_background": ["--background-match", "findings"],
-    "findings_background_contrast": ["--background-match", "findings", "--attribute-contrast"],
+    "baseline": ANY,
+    "contrast": [*ANY, "--attribute-contrast"],
+    "guidance_8": [*ANY, "--guidance-scale", "8"],
+    "contrast_guidance_8": [*ANY, "--attribute-contrast", "--guidance-scale", "8"],
+    "fg_branch_0.5": [*ANY, "--conditioning-scale", "0.5", "1.0"],
+    "findings_background": FINDINGS,
+    "findings_background_contrast": [*FINDINGS, "--attribute-contrast"],
 }
 
 
@@ -86,7 +90,7 @@ def main() -> None:
     dataset, splits = run / "data" / "dataset", str(run / "data" / "classifier" / "splits.json")
     report: dict = {"run": str(run), "images": args.images, "levers": {}, "labels": {}}
     for name in levers:
-        report["levers"][name] = LEVERS[name] or ["the run's own generation options"]
+        report["levers"][name] = ["the run's own generation options", *LEVERS[name]]
     for label in args.labels:
         sets = {}
         for name in levers:

@@ -130,7 +130,7 @@ def test_findings_backgrounds_show_the_prompts_posterior_findings_under_the_new_
     by_bg = {str(source.bg_path(r)): r for r in source.records}
     config = PromptConfig(diversity=1.0)  # every calcification word, whatever the class's prior
     jobs = plan_diversify(source, "MTC", 12, 0, AttributeConstraints(), config, "findings")
-    plain = plan_diversify(source, "MTC", 12, 0, AttributeConstraints(), config)
+    plain = plan_diversify(source, "MTC", 12, 0, AttributeConstraints(), config, "any")
     assert [j.attributes for j in jobs] == [j.attributes for j in plain]  # same prompts
     assert all(j.mask_anchor is None for j in plain)
     bank = MaskBank(source, 64)

@@ -34,7 +34,11 @@ from generation.inference.engine import (
     SamplingConfig,
 )
 from generation.inference.masks import MASK_SOURCES, MaskBankConfig
-from generation.inference.plan import BACKGROUND_MATCHES, BRANCH_CHOICES
+from generation.inference.plan import (
+    BACKGROUND_MATCHES,
+    BRANCH_CHOICES,
+    DEFAULT_BACKGROUND_MATCH,
+)
 from generation.inference.prompts import STRATEGIES, SUPPORT_SCOPES, PromptConfig
 from generation.inference.runner import GenerationRequest, run_generation
 from generation.training.options import parse_bool
@@ -97,10 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     diversify.add_argument(
         "--background-match",
         choices=BACKGROUND_MATCHES,
-        default="any",
-        help="findings: the background map comes from a train frame whose nodule had the "
-        "prompt's calcifications/composition (their shadow or enhancement), the mask where "
-        "that nodule was",
+        default=DEFAULT_BACKGROUND_MATCH,
+        help="findings (default): the background map comes from a train frame whose nodule had "
+        "the prompt's calcifications/composition (their shadow or enhancement), the mask where "
+        "that nodule was; any: any train frame, the mask anywhere",
     )
     reference = modes.add_parser("reference", help="image-driven: img2img from train images")
     common_arguments(reference)

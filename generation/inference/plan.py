@@ -31,7 +31,10 @@ BRANCH_CHOICES = ("keep", "bank")
 # How diversify mode pairs a prompt with a background map: any train frame, or one whose own
 # nodule had the prompt's findings that show outside the nodule (a calcification's shadow, a
 # cyst's posterior enhancement), with the new mask placed where that nodule was.
+# "findings" is the default: on the quick profile it lifts MTC's calcification agreement from
+# 0.03 to 0.53 (16 images gained, none lost; benchmarks/guidance_levers.py).
 BACKGROUND_MATCHES = ("any", "findings")
+DEFAULT_BACKGROUND_MATCH = "findings"
 POSTERIOR_FINDINGS = ("calcifications", "composition")
 
 
@@ -116,7 +119,7 @@ def plan_diversify(
     seed: int,
     constraints: AttributeConstraints,
     prompt_config: PromptConfig,
-    background_match: str = "any",
+    background_match: str = DEFAULT_BACKGROUND_MATCH,
 ) -> list[Job]:
     """Prompts from the subtype's statistics; masks from the bank; real train background maps
     (`background_match`: any frame, or one that shows the prompt's posterior findings)."""

@@ -22,7 +22,13 @@ from generation.inference.engine import (
     load_generator,
 )
 from generation.inference.masks import MaskBank, MaskBankConfig
-from generation.inference.plan import MODES, Job, plan_diversify, plan_reference
+from generation.inference.plan import (
+    DEFAULT_BACKGROUND_MATCH,
+    MODES,
+    Job,
+    plan_diversify,
+    plan_reference,
+)
 from generation.inference.prompts import PromptConfig
 from generation.inference.sources import TrainSource, load_train_source
 from generation.offline import enforce_offline
@@ -51,7 +57,7 @@ class GenerationRequest:
     references: list[str] | None = None
     foreground: str = "keep"
     background: str = "keep"
-    background_match: str = "any"  # diversify: plan.BACKGROUND_MATCHES
+    background_match: str = DEFAULT_BACKGROUND_MATCH  # diversify: plan.BACKGROUND_MATCHES
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
