@@ -335,6 +335,7 @@ class TigerFinePipeline(DiffusionPipeline):
 
         if negative_text_nd is not None and negative_prompt:
             raise ValueError("give negative_prompt or negative_text_nd, not both")
+        tissue_text = self.encode_text(tissue)
         unet_uncond = fg_uncond = bg_uncond = None
         if guided and negative_text_nd is not None:
             contrast = as_list(negative_text_nd, items, "negative_text_nd")
@@ -343,12 +344,12 @@ class TigerFinePipeline(DiffusionPipeline):
                 [combine_prompt(nd, bg, mode) for nd, bg in zip(contrast, tissue, strict=True)]
             )
             fg_uncond = self.encode_text(contrast)
-            bg_uncond = self.encode_text(tissue)
+            bg_uncond = tissue_text  # the BG branch reads the same words in both passes
         elif guided:
             unet_uncond = fg_uncond = bg_uncond = self.encode_text(negative)
         unet_text = expand(self.encode_text(prompts), unet_uncond)
         fg_text = expand(self.encode_text(nodule), fg_uncond)
-        bg_text = expand(self.encode_text(tissue), bg_uncond)
+        bg_text = expand(tissue_text, bg_uncond)
         fg_cond = expand(fg_images).to(device, dtype)
         bg_cond = expand(bg_images).to(device, dtype)
 

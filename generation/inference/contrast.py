@@ -14,8 +14,6 @@ from generation.inference.attributes import ATTRIBUTE_SPACE, prompt_text
 from metadata.labelset import LabelSet
 
 CONTRASTED = ("composition", "echogenicity", "calcifications", "halo")
-# Ordinal scales: the contrast is the value farthest along the scale (within the data's words).
-ORDINAL = ("composition", "echogenicity")
 
 
 def contrast_value(name: str, value: str, support: tuple[str, ...]) -> str | None:
@@ -31,6 +29,7 @@ def contrast_value(name: str, value: str, support: tuple[str, ...]) -> str | Non
             return "none" if "none" in others else None
         calcified = [v for v in ("macrocalcifications", "microcalcifications") if v in others]
         return calcified[0] if calcified else None
+    # composition, echogenicity: ordinal scales, the farthest value along the scale.
     scale = ATTRIBUTE_SPACE[name]
     position = scale.index(value)
     return max(others, key=lambda v: (abs(scale.index(v) - position), scale.index(v)))

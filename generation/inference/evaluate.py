@@ -76,9 +76,13 @@ def read_rows(gen_dir: Path) -> list[dict]:
     return [json.loads(line) for line in manifest.read_text("utf-8").splitlines() if line.strip()]
 
 
-def generated_features(gen: Path, rows: list[dict], size: int) -> np.ndarray:
-    """The probes' features of each generated image, read inside the FG mask it was given."""
-    masks = [load_mask(Path(gen, r["condition_FG"]), size) for r in rows]
+def generated_features(
+    gen: Path, rows: list[dict], size: int, masks: list[np.ndarray] | None = None
+) -> np.ndarray:
+    """The probes' features of each generated image, read inside the FG mask it was given
+    (`masks`: those masks already loaded at `size`)."""
+    if masks is None:
+        masks = [load_mask(Path(gen, r["condition_FG"]), size) for r in rows]
     return np.stack(
         [
             nodule_features(load_grey(gen / r["file_name"], size), mask)
@@ -103,7 +107,7 @@ def evaluate_generation(
     probe = probe or fit_probe(meta_file, train, held, size)
     images = [gen / r["file_name"] for r in rows]
     masks = [load_mask(Path(gen, r["condition_FG"]), size) for r in rows]
-    features = generated_features(gen, rows, size)
+    features = generated_features(gen, rows, size, masks)
     prompted = {n: [r["attributes"].get(n) for r in rows] for n in PROBED}
     mask_shape = [
         measure_mask(m).shape == r["attributes"].get("shape")

@@ -81,35 +81,51 @@ def draw_background(records: list[MetadataRecord], seed: int, index: int) -> Met
     return records[int(rng.integers(len(records)))]
 
 
-def draw_matching_background(
-    records: list[MetadataRecord], values: dict[str, str], seed: int, index: int
-) -> MetadataRecord | None:
-    """A train frame with a lesion whose own findings match the prompt's posterior findings
-    (both, else calcifications alone); None when no frame matches."""
-    lesions = [r for r in records if not r.attributes.get("lesion_free")]
-    wanted = [name for name in POSTERIOR_FINDINGS if name in values]
-    rng = np.random.default_rng([seed, index, 31338])
-    for names in (wanted, wanted[:1]):
-        if not names:
-            continue
-        pool = [r for r in lesions if all(record_value(r, n) == values[n] for n in names)]
-        if pool:
-            return pool[int(rng.integers(len(pool)))]
-    return None
-
-
 ANCHOR_GRID = 128
 
 
-def nodule_anchor(source: TrainSource, record: MetadataRecord) -> tuple[float, float] | None:
-    """The centre of a frame's nodule as fractions of the square conditions are cropped to."""
-    from generation.inference.masks import load_mask
+class FindingsBackgrounds:
+    """Train frames with a lesion, grouped once per plan by their posterior findings, so that
+    each job's draw is a lookup; each frame's nodule centre is read once."""
 
-    mask = load_mask(source.fg_path(record), ANCHOR_GRID)
-    if not mask.any():
+    def __init__(self, source: TrainSource):
+        self.source = source
+        self.groups: dict[tuple, list[MetadataRecord]] = {}
+        self.anchors: dict[str, tuple[float, float] | None] = {}
+        subsets = [POSTERIOR_FINDINGS, *((name,) for name in POSTERIOR_FINDINGS)]
+        for record in source.records:
+            if record.attributes.get("lesion_free"):
+                continue
+            for names in subsets:
+                key = tuple((name, record_value(record, name)) for name in names)
+                if all(value is not None for _, value in key):
+                    self.groups.setdefault(key, []).append(record)
+
+    def draw(self, values: dict[str, str], seed: int, index: int) -> MetadataRecord | None:
+        """A frame whose own findings match the prompt's posterior findings (both, else
+        calcifications alone); None when no frame matches."""
+        wanted = [name for name in POSTERIOR_FINDINGS if name in values]
+        rng = np.random.default_rng([seed, index, 31338])
+        for names in (wanted, wanted[:1]):
+            key = tuple((name, values[name]) for name in names)
+            pool = self.groups.get(key, []) if names else []
+            if pool:
+                return pool[int(rng.integers(len(pool)))]
         return None
-    rows, cols = np.nonzero(mask)
-    return (float(rows.mean() + 0.5) / ANCHOR_GRID, float(cols.mean() + 0.5) / ANCHOR_GRID)
+
+    def anchor(self, record: MetadataRecord) -> tuple[float, float] | None:
+        """The centre of a frame's nodule as fractions of the square conditions are cropped to."""
+        if record.file_name not in self.anchors:
+            from generation.inference.masks import load_mask
+
+            mask = load_mask(self.source.fg_path(record), ANCHOR_GRID)
+            rows, cols = np.nonzero(mask)
+            self.anchors[record.file_name] = (
+                (float(rows.mean() + 0.5) / ANCHOR_GRID, float(cols.mean() + 0.5) / ANCHOR_GRID)
+                if mask.any()
+                else None
+            )
+        return self.anchors[record.file_name]
 
 
 def plan_diversify(
@@ -131,12 +147,13 @@ def plan_diversify(
     if stats.n_records == 0:
         raise MetadataError(source.meta_file, f"no {label} image in the train split")
     sampler = PromptSampler(stats, constraints, prompt_config)
+    matching = FindingsBackgrounds(source) if background_match == "findings" else None
     jobs = []
     for index, values in enumerate(sampler.combinations(count, seed)):
         background, anchor = None, None
-        if background_match == "findings":
-            background = draw_matching_background(source.records, values, seed, index)
-            anchor = nodule_anchor(source, background) if background is not None else None
+        if matching is not None:
+            background = matching.draw(values, seed, index)
+            anchor = matching.anchor(background) if background is not None else None
         background = background or draw_background(source.records, seed, index)
         jobs.append(
             Job(
