@@ -125,5 +125,12 @@ def test_the_pipeline_adds_the_set_on_the_phantom_only_and_keeps_the_dataset_sta
     assert command[command.index("--seed") + 1] == str(with_set.data.seed + 10_000)
     # Asking for the set does not change the data stage's key (no second import).
     assert data_stages(without, layout)[0].config == data_stages(with_set, layout)[0].config
-    ddti = load_config("toy", overrides={"data": {"source": "ddti", "external_test_frames": 500}})
+    ddti_root = tmp_path / "ddti"  # the config only checks that the folder exists
+    ddti_root.mkdir()
+    ddti = load_config(
+        "toy",
+        overrides={
+            "data": {"source": "ddti", "ddti_root": str(ddti_root), "external_test_frames": 500}
+        },
+    )
     assert external_test_stage(ddti, layout) is None  # the phantom alone can render new cases
