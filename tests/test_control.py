@@ -126,3 +126,41 @@ def test_bad_image_size_is_refused(phantom_dataset: Path, tmp_path: Path, capsys
     code = cli_main([*command, "--image-size", "60"])
     assert code == 2
     assert "multiple of 8" in capsys.readouterr().err
+
+
+def test_segmenter_cache_fits_once_and_measures_the_same(
+    phantom_dataset: Path, tmp_path: Path, one_thread
+) -> None:
+    gen = fake_gen_folder(phantom_dataset, tmp_path / "gen")
+    cache = tmp_path / "segmenter"
+    config = ControlConfig(epochs=1)
+    fresh = measure_control(gen, phantom_dataset, split=SPLIT, config=config)
+    first = measure_control(gen, phantom_dataset, split=SPLIT, config=config, segmenter_cache=cache)
+    second = measure_control(
+        gen, phantom_dataset, split=SPLIT, config=config, segmenter_cache=cache
+    )
+    assert not fresh["settings"]["segmenter_from_cache"]
+    assert not first["settings"]["segmenter_from_cache"]
+    assert second["settings"]["segmenter_from_cache"]
+    assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 1
+    for key in ("fg_iou", "fg_iou_shuffled_masks", "segmenter_real_held_out_iou", "bg"):
+        assert fresh[key] == first[key] == second[key]
+    # another config (or other train frames) is another key: fit again, not the old weights
+    other = measure_control(
+        gen, phantom_dataset, split=SPLIT, config=ControlConfig(epochs=2), segmenter_cache=cache
+    )
+    assert not other["settings"]["segmenter_from_cache"]
+    assert len(list(cache.iterdir())) == 2
+
+
+def test_segmenter_key_follows_the_train_bytes(tmp_path: Path) -> None:
+    from generation.inference.segmenter import segmenter_key
+
+    image, mask = tmp_path / "a.png", tmp_path / "a_mask.png"
+    image.write_bytes(b"image")
+    mask.write_bytes(b"mask")
+    before = segmenter_key(ControlConfig(), [(image, mask)])
+    assert segmenter_key(ControlConfig(), [(image, mask)]) == before
+    mask.write_bytes(b"mask, redrawn")
+    assert segmenter_key(ControlConfig(), [(image, mask)]) != before
+    assert segmenter_key(ControlConfig(seed=1), [(image, mask)]) != before

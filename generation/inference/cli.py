@@ -126,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
     control.add_argument("--seed", type=int, default=ControlConfig.seed)
     control.add_argument("--cpu-threads", type=int, default=None)
     control.add_argument("--report", default=None, help="default: GEN/control.json")
+    control.add_argument(
+        "--segmenter-cache",
+        default=None,
+        help="folder keeping the fitted segmenter, keyed by its train frames and config",
+    )
     return parser
 
 
@@ -144,7 +149,9 @@ def control_command(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise GenerationError(str(error)) from None
     report_file = args.report or str(Path(args.gen) / "control.json")
-    report = measure_control(args.gen, args.dataset, args.splits, None, config, report_file)
+    report = measure_control(
+        args.gen, args.dataset, args.splits, None, config, report_file, args.segmenter_cache
+    )
     keys = ("fg_iou", "fg_iou_shuffled_masks", "segmenter_real_held_out_iou", "bg")
     print(json.dumps({k: report[k] for k in keys}, indent=1))
     print(f"full report: {report_file}")

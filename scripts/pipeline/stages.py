@@ -74,6 +74,11 @@ class Layout:
     def generated(self, subtype: str) -> Path:
         return self.root / "generate" / subtype
 
+    @property
+    def segmenter_cache(self) -> Path:
+        """One FG segmenter per run: every generated folder is measured by the same fit."""
+        return self.root / "generate" / "segmenter"
+
     def filtered(self, subtype: str) -> Path:
         return self.root / "filter" / subtype
 
@@ -305,7 +310,11 @@ def generation_stage(
                     str(layout.dataset),
                     "--splits",
                     str(layout.splits),
-                    *flags(control if check == "control" else {}),
+                    *(
+                        [*flags(control), "--segmenter-cache", str(layout.segmenter_cache)]
+                        if check == "control"
+                        else []
+                    ),
                 )
             )
     parts = [str(out / mode) for mode, count in modes if count]  # coarse_only stays apart
