@@ -83,3 +83,52 @@ def test_no_connection_is_tried_even_with_offline_switched_off(fine_folder, tmp_
     assert len(result["errors"]) == 3  # hub names fail locally; local_files_only=False refused
     assert result["offline_flag"] is True
     assert result["hf_home"].startswith(str(tmp_path / "run"))
+
+
+IMPORT_SCRIPT = r"""
+import json, runpy, socket, sys
+attempts = []
+
+def refuse(*args, **kwargs):
+    attempts.append(repr(args[:2]))
+    raise OSError("network blocked by the test")
+
+socket.socket.connect = lambda self, *a, **k: refuse(*a)
+socket.socket.connect_ex = lambda self, *a, **k: refuse(*a)
+socket.create_connection = refuse
+socket.getaddrinfo = refuse
+sys.argv = [sys.argv[1], "--help"]
+try:
+    runpy.run_module(sys.argv[0], run_name="__main__")
+except SystemExit:
+    pass
+print(json.dumps({"attempts": attempts}))
+"""
+
+ENTRY_POINTS = (
+    "scripts.cli",
+    "generation.coarse.cli",
+    "generation.fine.cli",
+    "generation.inference.cli",
+    "generation.filtering.cli",
+    "generation.autoencoder.cli",
+    "classifier.cli",
+    "metadata.cli",
+)
+
+
+@pytest.mark.parametrize("module", ENTRY_POINTS)
+def test_an_entry_point_tries_no_connection_while_it_imports(module):
+    """Some libraries reach for the hub as they are imported (bitsandbytes asks the hub about a
+    kernel when diffusers imports it), before any `main` could switch the hub clients off."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_SCRIPT, module],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"attempts": []}, done.stderr[-2000:]
