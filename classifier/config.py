@@ -15,7 +15,7 @@ class DataConfig:
     croot: str = ""  # classifier layout root: CROOT/<SUBTYPE>/{train,valid,test}/{0,1}/*.png
     subtype: str = "FTC"
     image_size: int = 224
-    channels_last: bool | None = None  # None: on CUDA only (slower for CPU batch norm)
+    channels_last: bool | None = None  # None: on CUDA and under CPU bf16 (precision.py)
     # A second, independent test-only layout (EXT/<SUBTYPE>/test/{0,1}/*.png, e.g. a large
     # phantom from another seed: metadata/external_test.py); every arm is scored on it too.
     external_croot: str = ""

@@ -37,7 +37,13 @@ from classifier.layout import ImageItem, SyntheticLeakError, assert_real_only
 from classifier.losses import make_loss
 from classifier.metrics import auc
 from classifier.models import build_model, save_pretrained
-from classifier.precision import resolve_mixed_precision, seed_everything
+from classifier.precision import (
+    accelerate_precision,
+    resolve_channels_last,
+    resolve_mixed_precision,
+    seed_everything,
+    training_autocast,
+)
 from generation.training.state import TrainingState, load_training_state, save_training_state
 from metadata.atomic import write_json
 
@@ -54,6 +60,9 @@ class TrainState:
     epochs_without_improvement: int = 0
     finished: bool = False
     history: list[dict] = field(default_factory=list)
+    # the precision the epochs so far ran in ("" in states written before it was recorded):
+    # an "auto" run resumed on another machine must not switch precision halfway
+    mixed_precision: str = ""
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -84,7 +93,8 @@ def make_scheduler(optimizer, total_steps: int, warmup_steps: int):
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
-    return Accelerator(mixed_precision=resolve_mixed_precision(config.mixed_precision))
+    precision = resolve_mixed_precision(config.mixed_precision)
+    return Accelerator(mixed_precision=accelerate_precision(precision, torch.cuda.is_available()))
 
 
 @torch.no_grad()
@@ -103,7 +113,7 @@ def predict(
         batch = normalize(to_float(images))
         if channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)
-        with accelerator.autocast():
+        with accelerator.autocast():  # on a CPU: fp32 (CPU bf16 is for training speed only)
             logits = model(batch).float().squeeze(1)
         outputs.append(accelerator.gather_for_metrics(torch.sigmoid(logits)).cpu())
     return torch.cat(outputs).numpy() if outputs else np.zeros(0)
@@ -156,6 +166,7 @@ class TrainingParts:
     loader: DataLoader
     loss_fn: torch.nn.Module
     channels_last: bool
+    precision: str  # resolved: "no", "fp16" or "bf16" (CPU bf16 is our autocast, not accelerate's)
 
 
 def build_training(
@@ -167,9 +178,12 @@ def build_training(
 ) -> TrainingParts:
     """Model, imbalance handling, optimizer, cosine schedule and loader for one run."""
     model = build_model(model_config.arch, model_config.weights)
-    channels_last = data_config.channels_last
-    if channels_last is None:
-        channels_last = accelerator.device.type == "cuda"
+    precision = resolve_mixed_precision(train_config.mixed_precision)
+    if accelerator.mixed_precision != "no":
+        precision = accelerator.mixed_precision
+    channels_last = resolve_channels_last(
+        data_config.channels_last, accelerator.device.type, precision
+    )
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     weights = balanced_weights(train_set.labels)
@@ -198,6 +212,7 @@ def build_training(
         loader,
         loss_fn.to(accelerator.device),
         channels_last,
+        precision,
     )
 
 
@@ -244,7 +259,7 @@ def train_epoch(
         targets = labels.float()
         if config.mixup_alpha > 0:
             batch, mixed_targets, share = mixup(batch, targets, config, epoch, step, generator)
-        with accelerator.autocast():
+        with training_autocast(accelerator, parts.precision):
             logits = model(batch).float().squeeze(1)
         loss = parts.loss_fn(logits, targets)
         if config.mixup_alpha > 0:  # mixup's loss: the two labels' losses, weighted
@@ -290,8 +305,15 @@ def train_classifier(
     if not (state_dir / STATE_FILE).is_file():  # crash between the two renames of _save_state
         state_dir = run_dir / f".{STATE_DIR}.old"
     if (state_dir / STATE_FILE).is_file():
-        load_training_state(state_dir, training_state(parts))
         state = TrainState(**json.loads((state_dir / STATE_FILE).read_text()))
+        if state.mixed_precision not in ("", parts.precision):
+            raise ValueError(
+                f"{state_dir / STATE_FILE}: trained so far in mixed precision "
+                f"{state.mixed_precision!r}, resumed in {parts.precision!r}; "
+                f"set train.mixed_precision to {state.mixed_precision!r}, or use a new run folder"
+            )
+        load_training_state(state_dir, training_state(parts))
+    state.mixed_precision = parts.precision
     writer = None
     if accelerator.is_main_process:
         from torch.utils.tensorboard import SummaryWriter

@@ -232,3 +232,46 @@ def test_ratio_curve_runs_both_arms_at_each_ratio_with_growing_counts(tmp_path, 
     assert added["synthetic_1"] == high
     assert all(row["delta_low"] <= row["delta_auc"] <= row["delta_high"] for row in curve)
     assert (root / "figures" / "ratio_curve.png").is_file()
+
+
+def test_auto_precision_keeps_fp32_on_a_cpu_and_bf16_is_opt_in(monkeypatch):
+    """CPU bf16 scored lower on the independent test set (module note), so "auto" never picks it
+    there, even on a CPU with native bf16; asked for, it brings channels_last with it."""
+    from classifier import precision
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for native in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda n=native: n)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert precision.cpu_has_native_bf16() is native
+        assert precision.resolve_mixed_precision("auto") == "no"
+        assert precision.resolve_mixed_precision("bf16") == "bf16"
+    assert precision.resolve_channels_last(None, "cpu", "no") is False
+    assert precision.resolve_channels_last(None, "cpu", "bf16") is True
+    assert precision.resolve_channels_last(False, "cuda", "bf16") is False
+    assert precision.accelerate_precision("bf16", cuda=False) == "no"
+    assert precision.accelerate_precision("bf16", cuda=True) == "bf16"
+
+
+def test_resume_in_another_precision_is_refused(tmp_path, croot, monkeypatch):
+    layout = read_layout(croot, SUBTYPE, ("train", "valid"))
+    data = DataConfig(str(croot), SUBTYPE, 32)
+    model = ModelConfig("resnet18")
+    fp32 = TrainConfig(**{**TINY.__dict__, "epochs": 2, "mixed_precision": "no"})
+    original = train_module._save_state
+
+    def crash_after_first_epoch(accelerator, run_dir, state):
+        original(accelerator, run_dir, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_save_state", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(layout["train"], layout["valid"], tmp_path / "run", model, fp32, data)
+    monkeypatch.setattr(train_module, "_save_state", original)
+    bf16 = TrainConfig(**{**fp32.__dict__, "mixed_precision": "bf16"})
+    with pytest.raises(ValueError, match="mixed precision 'no'"):
+        train_classifier(layout["train"], layout["valid"], tmp_path / "run", model, bf16, data)
+    resumed = train_classifier(
+        layout["train"], layout["valid"], tmp_path / "run", model, fp32, data
+    )
+    assert len(resumed.history) == 2 and resumed.mixed_precision == "no"
