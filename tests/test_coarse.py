@@ -293,3 +293,59 @@ def test_8bit_adamw_trains_and_resumes_exactly(workspace):
     for component in ("unet", "text_encoder"):
         ours, reference = weights(resumed, component), weights(straight, component)
         assert all(torch.equal(ours[key], reference[key]) for key in reference), component
+
+
+def test_word_dropout_prompts_keep_only_the_records_phrases_and_resume_exactly(workspace):
+    """Word dropout leaves out nodule phrases (never adds or reorders one), draws anew each step,
+    leaves the other draws of a step alone, and a killed run resumes to the same weights."""
+    from generation.coarse.data import load_coarse_dataset
+    from generation.coarse.prompts import nodule_phrases
+
+    options = {"word_dropout": 0.5, "max_train_steps": 4}
+    config = tiny_config(workspace, "words", **options)
+    dataset = load_coarse_dataset(config.train_data_dir, 32, config.prompt_background)
+    accelerator = type("OneProcess", (), {"num_processes": 1, "process_index": 0})()
+    shortened = 0
+    for step in range(6):
+        batch = coarse_train.draw_batch(config, len(dataset), step, accelerator)
+        plain = coarse_train.draw_batch(
+            tiny_config(workspace, "words", max_train_steps=4), len(dataset), step, accelerator
+        )
+        assert plain.phrase_keep is None
+        assert torch.equal(batch.indices, plain.indices) and torch.equal(batch.flips, plain.flips)
+        prompts = coarse_train.word_dropout_prompts(config, dataset, batch)
+        again = coarse_train.draw_batch(config, len(dataset), step, accelerator)
+        assert prompts == coarse_train.word_dropout_prompts(config, dataset, again)
+        for row, (index, prompt) in enumerate(zip(batch.indices.tolist(), prompts, strict=True)):
+            if bool(batch.dropped[row]):
+                assert prompt == ""
+                continue
+            full = nodule_phrases(dataset.records[index].text_nd)
+            kept = [p for p in full if bool(batch.phrase_keep[row, full.index(p)])]
+            assert prompt.startswith(", ".join(kept))
+            shortened += len(kept) < len(full)
+    assert shortened > 0
+
+    trained = coarse_train.train_coarse(config)
+    run = json.loads((trained / "tiger_coarse.json").read_text())
+    assert run["config"]["word_dropout"] == 0.5
+    plain = weights(
+        coarse_train.train_coarse(tiny_config(workspace, "words_plain", max_train_steps=4)), "unet"
+    )
+    assert any(not torch.equal(v, plain[k]) for k, v in weights(trained, "unet").items())
+
+    def kill_at_step_3(step: int) -> None:
+        if step == 3:
+            raise KeyboardInterrupt("simulated kill")
+
+    with pytest.raises(KeyboardInterrupt):
+        coarse_train.train_coarse(tiny_config(workspace, "words_k", **options), kill_at_step_3)
+    with pytest.raises(ValueError, match="word_dropout"):
+        coarse_train.train_coarse(
+            tiny_config(workspace, "words_k", resume_from_checkpoint="latest", max_train_steps=4)
+        )
+    resumed = coarse_train.train_coarse(
+        tiny_config(workspace, "words_k", resume_from_checkpoint="latest", **options)
+    )
+    ours, reference = weights(resumed, "unet"), weights(trained, "unet")
+    assert all(torch.equal(ours[k], reference[k]) for k in reference)

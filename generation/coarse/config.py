@@ -60,6 +60,10 @@ class CoarseConfig:
     random_flip: bool = True
     prompt_background: str = "full"
     caption_dropout: float = 0.1
+    # Probability of leaving out each phrase of a training prompt's nodule description (label
+    # words included), drawn anew every step: the label alone no longer stands for its findings,
+    # so each finding's word has to show in the image. 0: off (generation/coarse/prompts.py).
+    word_dropout: float = 0.0
     cache_latents: bool = True
     # Optimisation.
     seed: int = 0
@@ -156,6 +160,8 @@ class CoarseConfig:
             fail("resolution", f"must be a positive multiple of 8, got {self.resolution}")
         if not 0.0 <= self.caption_dropout < 1.0:
             fail("caption_dropout", f"must be in [0, 1), got {self.caption_dropout}")
+        if not 0.0 <= self.word_dropout < 1.0:
+            fail("word_dropout", f"must be in [0, 1), got {self.word_dropout}")
         if self.learning_rate <= 0:
             fail("learning_rate", f"must be positive, got {self.learning_rate}")
         if self.text_encoder_learning_rate is not None and self.text_encoder_learning_rate <= 0:

@@ -30,6 +30,21 @@ def combine_prompt(text_nd: str, text_bg: str, background: str = "full") -> str:
     return f"{nodule}{SEPARATOR}{tissue}" if tissue else nodule
 
 
+def nodule_phrases(text_nd: str) -> list[str]:
+    """'malignant, medullary, solid, hypoechoic' -> its comma-separated findings."""
+    return [part.strip() for part in text_nd.split(",") if part.strip()]
+
+
+def drop_phrases(text_nd: str, keep) -> str:
+    """The nodule description with the phrases whose `keep` entry is false left out (word
+    dropout: each finding then has to show in the image on its own, not through the label
+    word that co-occurs with it); entries past `keep`'s end are kept."""
+    phrases = nodule_phrases(text_nd)
+    flags = [bool(flag) for flag in keep][: len(phrases)]
+    flags += [True] * (len(phrases) - len(flags))
+    return ", ".join(phrase for phrase, flag in zip(phrases, flags, strict=True) if flag)
+
+
 def token_count(tokenizer, prompt: str) -> int:
     """Tokens including BOS/EOS, untruncated (compare with tokenizer.model_max_length)."""
     return len(tokenizer(prompt, truncation=False).input_ids)

@@ -29,7 +29,7 @@ from generation.coarse.lora import (
     add_lora,
     merge_lora,
 )
-from generation.coarse.prompts import token_count
+from generation.coarse.prompts import combine_prompt, drop_phrases, token_count
 from generation.models import (
     PipelineComponents,
     TinyModelConfig,
@@ -73,6 +73,7 @@ from metadata.validate import SKIPPED_FILE
 LOGGER = logging.getLogger(__name__)
 AUTOENCODER_DIR = "autoencoder"
 RUN_FILE = "tiger_coarse.json"
+MAX_PHRASES = 32  # word dropout draws this many keep flags per prompt (more phrases: kept)
 COLLAPSE_WARNING = 0.03  # prompt separation below this: the prompts look alike to the UNet
 # Options that must not change across a resume, or the resumed run is a different run.
 RESUME_INVARIANTS = (
@@ -83,6 +84,7 @@ RESUME_INVARIANTS = (
     "random_flip",
     "center_crop",
     "caption_dropout",
+    "word_dropout",
     "prompt_background",
     "use_lora",
     "lora_rank",
@@ -99,6 +101,8 @@ class Batch:
     flips: torch.Tensor
     dropped: torch.Tensor
     generator: torch.Generator
+    # word dropout: (B, MAX_PHRASES) which nodule phrases each prompt keeps; None when off
+    phrase_keep: torch.Tensor | None = None
 
 
 def load_tiny_config(config: CoarseConfig) -> TinyModelConfig:
@@ -150,7 +154,25 @@ def draw_batch(config: CoarseConfig, num_items: int, micro_step: int, accelerato
     if not config.random_flip:
         flips = torch.zeros_like(flips)
     dropped = torch.rand(size, generator=generator) < config.caption_dropout
-    return Batch(indices, flips, dropped, generator)
+    keep = None
+    if config.word_dropout > 0:  # drawn only when on, so runs without it keep their draws
+        keep = torch.rand(size, MAX_PHRASES, generator=generator) >= config.word_dropout
+    return Batch(indices, flips, dropped, generator, keep)
+
+
+def word_dropout_prompts(config: CoarseConfig, dataset: CoarseDataset, batch: Batch) -> list[str]:
+    """This step's prompts with word dropout: each nodule phrase kept or left out as drawn, the
+    caption-dropped items empty."""
+    assert batch.phrase_keep is not None
+    prompts = []
+    for row, index in enumerate(batch.indices.tolist()):
+        if bool(batch.dropped[row]):
+            prompts.append("")
+            continue
+        record = dataset.records[index]
+        nodule = drop_phrases(record.text_nd, batch.phrase_keep[row].tolist())
+        prompts.append(combine_prompt(nodule, record.text_bg, config.prompt_background))
+    return prompts
 
 
 def draw_crops(
@@ -476,7 +498,15 @@ def train_coarse(config: CoarseConfig, step_callback: Callable[[int], None] | No
                 )
                 noisy = noise_scheduler.add_noise(latents, noise, timesteps)
                 chosen = torch.where(batch.dropped, 0, prompt_index[batch.indices])
-                if cached_text is not None:
+                if batch.phrase_keep is not None:
+                    ids = tokenize_prompts(
+                        components.tokenizer, word_dropout_prompts(config, dataset, batch)
+                    ).to(device)
+                    with torch.set_grad_enabled(config.trains_text_encoder):
+                        hidden = text_encoder(ids, return_dict=False)[0]
+                    if not config.trains_text_encoder:
+                        hidden = hidden.to(dtype)
+                elif cached_text is not None:
                     hidden = cached_text[chosen.to(device)]
                 else:
                     hidden = text_encoder(prompt_ids[chosen].to(device), return_dict=False)[0]
