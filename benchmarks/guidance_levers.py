@@ -9,7 +9,8 @@ is a paired difference: per image, does the probe read the asked value with the 
 without it. Reported per label and attribute: agreement of each set [bootstrap 95% CI], its
 shuffled-prompt control, how often the probe reads each value (a generator that never draws a
 calcification shows it here), and the paired delta against the baseline [bootstrap 95% CI over
-images] with an exact two-sided sign test on the discordant pairs. One probe per label (fit on
+images] with an exact two-sided sign test on the discordant pairs (`--reference` names another
+lever to pair against, e.g. `findings_background`, today's default). One probe per label (fit on
 the run's real train frames) scores every set.
 
     python -m benchmarks.guidance_levers --run runs/quick --images 32 \\
@@ -42,6 +43,15 @@ LEVERS: dict[str, list[str]] = {
     "fg_branch_0.5": [*ANY, "--conditioning-scale", "0.5", "1.0"],
     "findings_background": FINDINGS,
     "findings_background_contrast": [*FINDINGS, "--attribute-contrast"],
+    "bg_outside_nodule": [*FINDINGS, "--background-outside-nodule"],
+    "bg_outside_nodule_fg_2": [
+        *FINDINGS,
+        "--background-outside-nodule",
+        "--conditioning-scale",
+        "2",
+        "1",
+    ],
+    "findings_background_fg_2": [*FINDINGS, "--conditioning-scale", "2", "1"],
 }
 
 
@@ -80,15 +90,23 @@ def main() -> None:
     parser.add_argument("--run", required=True, help="a finished `tiger run` folder")
     parser.add_argument("--labels", nargs="+", default=["FTC", "MTC"])
     parser.add_argument("--levers", nargs="+", default=list(LEVERS), choices=list(LEVERS))
+    parser.add_argument(
+        "--reference",
+        default="baseline",
+        choices=list(LEVERS),
+        help="the lever every other is paired against (default: baseline)",
+    )
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--work", default="runs/guidance_levers")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
     run = Path(args.run)
-    levers = ["baseline", *[name for name in args.levers if name != "baseline"]]
+    reference = args.reference
+    levers = [reference, *[name for name in args.levers if name != reference]]
     dataset, splits = run / "data" / "dataset", str(run / "data" / "classifier" / "splits.json")
-    report: dict = {"run": str(run), "images": args.images, "levers": {}, "labels": {}}
+    report: dict = {"run": str(run), "images": args.images, "reference": reference}
+    report |= {"levers": {}, "labels": {}}
     for name in levers:
         report["levers"][name] = ["the run's own generation options", *LEVERS[name]]
     for label in args.labels:
@@ -99,12 +117,12 @@ def main() -> None:
             generate(run, "diversify", label, gen, args.images, LEVERS[name])
             sets[name] = {"gen": gen, "seconds": round(time.perf_counter() - started, 1)}
         rows = {name: read_rows(s["gen"]) for name, s in sets.items()}
-        size = int(rows["baseline"][0].get("resolution") or 128)
+        size = int(rows[reference][0].get("resolution") or 128)
         meta_file, train, held = real_splits(dataset, splits, size=size)
         probe = fit_probe(meta_file, train, held, size)
         features = {name: generated_features(sets[name]["gen"], rows[name], size) for name in sets}
         base_hits = {
-            attr: hits_per_image(probe, features["baseline"], rows["baseline"], attr)
+            attr: hits_per_image(probe, features[reference], rows[reference], attr)
             for attr in probe.models
         }
         out: dict = {}
@@ -120,9 +138,9 @@ def main() -> None:
                     "probe_real": row["probe_held_out_accuracy"],
                     "reads": reads(probe, features[name], attr),
                 }
-                if name != "baseline":
+                if name != reference:
                     lever_hits = hits_per_image(probe, features[name], rows[name], attr)
-                    entry["paired_vs_baseline"] = paired_delta(lever_hits, base_hits[attr])
+                    entry[f"paired_vs_{reference}"] = paired_delta(lever_hits, base_hits[attr])
                 out[name]["attributes"][attr] = entry
             above = [a for a, e in out[name]["attributes"].items() if e["ci95"][0] > e["shuffled"]]
             out[name]["above_shuffled"] = above

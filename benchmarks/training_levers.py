@@ -36,8 +36,12 @@ def run_options(run: Path) -> dict:
 
 def check_same_plan(baseline: Path, lever: Path) -> None:
     """Paired only if both runs split the same cases and planned the same jobs."""
-    split = "data/classifier/splits.json"
-    if (baseline / split).read_text() != (lever / split).read_text():
+
+    def cases(run: Path) -> dict:
+        splits = json.loads((run / "data" / "classifier" / "splits.json").read_text())
+        return {k: v for k, v in splits.items() if k != "source"}  # "source": the run's own path
+
+    if cases(baseline) != cases(lever):
         raise SystemExit(f"{lever}: its splits.json differs from {baseline}'s; not paired")
     for key in ("data", "split"):
         if run_options(baseline)[key] != run_options(lever)[key]:
@@ -83,6 +87,10 @@ def compare(baseline: Path, levers: dict[str, Path], labels: list[str], modes: l
         for label in labels:
             runs = {"baseline": baseline, **levers}
             rows = {n: read_rows(r / "generate" / label / mode) for n, r in runs.items()}
+            asked = {r["id"]: r["attributes"] for r in rows["baseline"]}
+            for n in levers:
+                if any(asked.get(r["id"], r["attributes"]) != r["attributes"] for r in rows[n]):
+                    raise SystemExit(f"{runs[n]}: {label} {mode} jobs ask other attributes")
             size = int(rows["baseline"][0].get("resolution") or 128)
             if size not in probes:  # one probe scores every run's images
                 meta_file, train, held = real_splits(dataset, splits, size=size)

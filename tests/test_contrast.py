@@ -151,3 +151,20 @@ def test_findings_backgrounds_show_the_prompts_posterior_findings_under_the_new_
     assert matched >= len(jobs) // 2
     with pytest.raises(ValueError, match="background match"):
         plan_diversify(source, "MTC", 2, 0, AttributeConstraints(), config, "nearest")
+
+
+def test_background_outside_nodule_reaches_the_sampler_and_old_folders_keep_their_identity(
+    tmp_path,
+):
+    from generation.inference.cli import build_parser, request_from_args
+
+    model, dataset = tmp_path / "model", tmp_path / "data"
+    model.mkdir(), dataset.mkdir()
+    base = ["diversify", "--model", str(model), "--dataset", str(dataset), "--label", "FTC"]
+    base += ["--out", str(tmp_path / "out")]
+    plain = request_from_args(build_parser().parse_args(base))
+    assert plain.sampling.background_outside_nodule is False
+    assert "background_outside_nodule" not in sampling_identity(plain.sampling)
+    on = request_from_args(build_parser().parse_args([*base, "--background-outside-nodule"]))
+    assert on.sampling.background_outside_nodule is True
+    assert sampling_identity(on.sampling)["background_outside_nodule"] is True

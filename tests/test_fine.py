@@ -18,6 +18,7 @@ from generation.fine.model import (
     BranchInputs,
     DualControlNetModel,
     FineModelError,
+    outside_nodule,
     predict_noise,
     validate_fine_folder,
 )
@@ -305,3 +306,44 @@ def test_cli_profile_and_flags_build_a_valid_config():
     assert config.fusion == "sum" and config.validation_seeds == [3, 4]
     assert config.max_train_steps == 240 and config.cpu_threads == 1
     assert main(["--train_data_dir", "d", "--output_dir", "o"]) == 2  # no coarse model
+
+
+@torch.no_grad()
+def test_background_outside_nodule_keeps_the_bg_branch_out_of_the_mask_only(components):
+    """A mask over the whole frame leaves the FG branch alone; an empty mask changes nothing; a
+    square mask silences the BG residuals in the cells it covers and keeps them elsewhere."""
+    dual = DualControlNetModel.from_unet(components.unet, vae_downsampling(components.vae))
+    randomise_zero_convs(dual)
+    dual.fusion.mid_logits.fill_(0.5)  # a trained (non-sum) gate
+    latents, hidden, timesteps = step_inputs(components)
+    tissue = torch.rand(2, 3, RESOLUTION, RESOLUTION, generator=torch.Generator().manual_seed(1))
+    full, empty = (
+        torch.ones(2, 3, RESOLUTION, RESOLUTION),
+        torch.zeros(2, 3, RESOLUTION, RESOLUTION),
+    )
+    fg = BranchInputs(hidden, full)
+    kept_out = predict_noise(
+        components.unet, dual, latents, timesteps, hidden, fg, BranchInputs(hidden, tissue), True
+    )
+    fg_only = predict_noise(components.unet, dual, latents, timesteps, hidden, fg, None)
+    torch.testing.assert_close(kept_out, fg_only)
+    both = predict_noise(
+        components.unet, dual, latents, timesteps, hidden, fg, BranchInputs(hidden, tissue)
+    )
+    assert (both - fg_only).abs().max() > 1e-4  # the BG branch does act without the option
+    fg_empty = BranchInputs(hidden, empty)
+    bg = BranchInputs(hidden, tissue)
+    torch.testing.assert_close(
+        predict_noise(components.unet, dual, latents, timesteps, hidden, fg_empty, bg, True),
+        predict_noise(components.unet, dual, latents, timesteps, hidden, fg_empty, bg),
+    )
+    masks = square_masks()
+    bg_down, _ = dual.branch_residuals(1, latents, timesteps, hidden, tissue, 1.0)
+    down, _ = outside_nodule(bg_down, bg_down[-1], masks)
+    for weighted, original in zip(down, bg_down, strict=True):
+        covered = torch.nn.functional.adaptive_avg_pool2d(masks[:, :1], original.shape[-2:])
+        inside, outside = covered.expand_as(original) == 1, covered.expand_as(original) == 0
+        if inside.any():
+            assert weighted[inside].abs().max() == 0
+        torch.testing.assert_close(weighted[outside], original[outside])
+    assert (down[0] != bg_down[0]).any() and (down[0][:, :, 0, 0] == bg_down[0][:, :, 0, 0]).all()

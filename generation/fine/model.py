@@ -81,14 +81,20 @@ class ResidualFusion(ModelMixin, ConfigMixin):
         """[C] -> broadcastable [1, C, 1, 1] weight of one branch at one level."""
         return (2.0 * torch.sigmoid(logits[branch])).view(1, -1, 1, 1)
 
-    def forward(self, branch_residuals: list[Residuals | None]) -> Residuals:
-        """`branch_residuals[i]` is branch i's (down list, mid) or None when it is switched off."""
+    def forward(
+        self, branch_residuals: list[Residuals | None], nodule: torch.Tensor | None = None
+    ) -> Residuals:
+        """`branch_residuals[i]` is branch i's (down list, mid) or None when it is switched off;
+        given the FG condition `nodule` ([B, C, H, W] in [0, 1]), the background branch is kept
+        outside the nodule (`outside_nodule`)."""
         fused_down: list[torch.Tensor] | None = None
         fused_mid: torch.Tensor | None = None
         for branch, residuals in enumerate(branch_residuals):
             if residuals is None:
                 continue
             down, mid = residuals
+            if branch == BACKGROUND and nodule is not None:
+                down, mid = outside_nodule(down, mid, nodule)
             if self.is_gated:
                 down = [
                     r * self.branch_weights(g, branch).to(r.dtype)
@@ -103,6 +109,25 @@ class ResidualFusion(ModelMixin, ConfigMixin):
         if fused_down is None:
             raise ValueError("no active ControlNet branch to fuse")
         return fused_down, fused_mid
+
+
+BACKGROUND = 1  # the branch order: (FG, BG)
+
+
+def outside_nodule(
+    down: list[torch.Tensor], mid: torch.Tensor, nodule: torch.Tensor
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Background residuals weighted by the tissue share of each cell (1 - the nodule's area
+    share at that level's grid): inside the nodule only the FG branch and the text act. The
+    background map has the nodule filled in from its surroundings, so its branch pulls the
+    nodule towards the tissue's brightness (an isoechoic nodule) wherever it acts."""
+    share = nodule.float().mean(dim=1, keepdim=True).clamp(0, 1)
+
+    def weigh(residual: torch.Tensor) -> torch.Tensor:
+        covered = torch.nn.functional.adaptive_avg_pool2d(share, residual.shape[-2:])
+        return residual * (1.0 - covered).to(residual.dtype)
+
+    return [weigh(r) for r in down], weigh(mid)
 
 
 def residual_channels(controlnet: ControlNetModel) -> tuple[list[int], int]:
@@ -216,6 +241,7 @@ class DualControlNetModel(torch.nn.Module):
         bg_condition: torch.Tensor | None = None,
         fg_scale: float = 1.0,
         bg_scale: float = 1.0,
+        background_outside_nodule: bool = False,
     ) -> Residuals:
         """Fused (down residuals, mid residual) for the UNet; a branch without inputs is off.
 
@@ -232,7 +258,7 @@ class DualControlNetModel(torch.nn.Module):
             else self.branch_residuals(i, sample, timestep, hidden, condition, scale)
             for i, (hidden, condition, scale) in enumerate(inputs)
         ]
-        return self.fusion(residuals)
+        return self.fusion(residuals, fg_condition if background_outside_nodule else None)
 
     # Persistence -------------------------------------------------------------------------
 
@@ -275,8 +301,10 @@ def predict_noise(
     unet_hidden_states: torch.Tensor,
     fg: BranchInputs | None,
     bg: BranchInputs | None,
+    background_outside_nodule: bool = False,
 ) -> torch.Tensor:
-    """The UNet's prediction with the fused control residuals: used by training and inference."""
+    """The UNet's prediction with the fused control residuals: used by training and inference
+    (`background_outside_nodule`: a sampling option, see `outside_nodule`)."""
     if fg is None and bg is None:
         return unet(sample, timestep, unet_hidden_states, return_dict=False)[0]
     down, mid = dual(
@@ -288,6 +316,7 @@ def predict_noise(
         bg_condition=None if bg is None else bg.condition,
         fg_scale=1.0 if fg is None else fg.scale,
         bg_scale=1.0 if bg is None else bg.scale,
+        background_outside_nodule=background_outside_nodule,
     )
     dtype = sample.dtype
     return unet(

@@ -271,6 +271,7 @@ class TigerFinePipeline(DiffusionPipeline):
         conditioning_scale: float | tuple[float, float] = 1.0,
         control_guidance_start: float | tuple[float, float] = 0.0,
         control_guidance_end: float | tuple[float, float] = 1.0,
+        background_outside_nodule: bool = False,
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         resolution: int | None = None,
@@ -288,6 +289,9 @@ class TigerFinePipeline(DiffusionPipeline):
         `negative_text_nd` (instead of `negative_prompt`): guidance contrasts each item with the
         same item described by other nodule words (the UNet and the FG branch read them, the BG
         branch its own `text_bg`), so the guided direction is what the nodule words change.
+        `background_outside_nodule`: the BG branch acts outside the FG mask only (while the FG
+        branch is on), so the nodule's brightness comes from the FG branch and the text
+        (`model.outside_nodule`).
         """
         scales = pair(conditioning_scale, "conditioning_scale")
         starts = pair(control_guidance_start, "control_guidance_start")
@@ -379,8 +383,9 @@ class TigerFinePipeline(DiffusionPipeline):
                 bg = BranchInputs(bg_text, bg_cond, scales[1]) if active[1] else None
                 step_t = timestep.expand(model_input.shape[0]).to(device)
                 prediction = predict_noise(
-                    self.unet, self.controlnet, model_input, step_t, unet_text, fg, bg
-                )
+                    self.unet, self.controlnet, model_input, step_t, unet_text, fg, bg,
+                    background_outside_nodule,
+                )  # fmt: skip
                 if guided:
                     uncond, cond = prediction.chunk(2)
                     prediction = uncond + guidance_scale * (cond - uncond)

@@ -76,6 +76,15 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
         default=False,
         help="guide against the same prompt with the nodule findings flipped, not the empty one",
     )
+    sampling.add_argument(
+        "--background-outside-nodule",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="the background branch acts outside the nodule mask only (the nodule's look comes "
+        "from the FG branch and the text)",
+    )
     sampling.add_argument("--resolution", type=int, default=None)
     runtime = parser.add_argument_group("runtime")
     runtime.add_argument("--batch-size", type=int, default=8)
@@ -182,6 +191,7 @@ def request_from_args(args: argparse.Namespace) -> GenerationRequest:
         strength=args.strength if not diversify else SamplingConfig.strength,
         negative_prompt=args.negative_prompt,
         attribute_contrast=args.attribute_contrast,
+        background_outside_nodule=args.background_outside_nodule,
         resolution=args.resolution,
     )
     runtime = RuntimeConfig(

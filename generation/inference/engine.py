@@ -60,6 +60,10 @@ class SamplingConfig:
     # Guide against each job's own prompt with its findings flipped (Job.negative_text_nd)
     # instead of against the empty prompt.
     attribute_contrast: bool = False
+    # The BG branch acts outside the FG mask only: its map has the nodule filled in with the
+    # tissue around it, and inside the nodule it pulls the generated nodule to the tissue's
+    # brightness (benchmarks/guidance_levers.py, lever "bg_outside_nodule").
+    background_outside_nodule: bool = False
 
     def validate(self) -> SamplingConfig:
         if self.scheduler not in SAMPLERS:
@@ -251,6 +255,7 @@ class GenerationEngine:
             "steps": sampling.num_inference_steps,
             "guidance_scale": sampling.guidance_scale,
             "conditioning_scales": list(sampling.conditioning_scale),
+            "background_outside_nodule": sampling.background_outside_nodule,
             "strength": sampling.strength if job.reference else None,
             "resolution": self.resolution,
             "condition_FG": relative_or_absolute(fg, self.out_dir),
@@ -301,6 +306,7 @@ class GenerationEngine:
             num_inference_steps=sampling.num_inference_steps,
             guidance_scale=sampling.guidance_scale,
             conditioning_scale=tuple(sampling.conditioning_scale),
+            background_outside_nodule=sampling.background_outside_nodule,
             generator=[torch.Generator("cpu").manual_seed(job.seed) for job in batch],
             resolution=self.resolution,
             eta=sampling.eta,
@@ -371,8 +377,9 @@ def sampling_identity(sampling: SamplingConfig) -> dict:
     """The sampler's part of a run's identity; an option left at its off value is left out, so
     folders made before it existed still resume."""
     identity = asdict(sampling) | {"conditioning_scale": list(sampling.conditioning_scale)}
-    if not sampling.attribute_contrast:
-        identity.pop("attribute_contrast")
+    for option in ("attribute_contrast", "background_outside_nodule"):
+        if not identity[option]:
+            identity.pop(option)
     return identity
 
 
