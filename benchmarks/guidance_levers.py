@@ -33,8 +33,11 @@ from generation.inference.agreement import agreement, bootstrap_interval
 from generation.inference.evaluate import fit_probe, generated_features, read_rows, real_splits
 from metadata.atomic import write_json
 
-ANY = ["--background-match", "any"]  # the backgrounds before the findings match was default
-FINDINGS = ["--background-match", "findings"]
+# The backgrounds before the findings match was default; both BG branches everywhere, as before
+# --background-outside-nodule (on by default in diversify mode since) was measured.
+ANY = ["--background-match", "any", "--background-outside-nodule", "false"]
+FINDINGS = ["--background-match", "findings", "--background-outside-nodule", "false"]
+OUTSIDE = ["--background-match", "findings", "--background-outside-nodule", "true"]
 LEVERS: dict[str, list[str]] = {
     "baseline": ANY,
     "contrast": [*ANY, "--attribute-contrast"],
@@ -43,14 +46,8 @@ LEVERS: dict[str, list[str]] = {
     "fg_branch_0.5": [*ANY, "--conditioning-scale", "0.5", "1.0"],
     "findings_background": FINDINGS,
     "findings_background_contrast": [*FINDINGS, "--attribute-contrast"],
-    "bg_outside_nodule": [*FINDINGS, "--background-outside-nodule"],
-    "bg_outside_nodule_fg_2": [
-        *FINDINGS,
-        "--background-outside-nodule",
-        "--conditioning-scale",
-        "2",
-        "1",
-    ],
+    "bg_outside_nodule": OUTSIDE,
+    "bg_outside_nodule_fg_2": [*OUTSIDE, "--conditioning-scale", "2", "1"],
     "findings_background_fg_2": [*FINDINGS, "--conditioning-scale", "2", "1"],
 }
 

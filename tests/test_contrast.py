@@ -162,9 +162,12 @@ def test_background_outside_nodule_reaches_the_sampler_and_old_folders_keep_thei
     model.mkdir(), dataset.mkdir()
     base = ["diversify", "--model", str(model), "--dataset", str(dataset), "--label", "FTC"]
     base += ["--out", str(tmp_path / "out")]
-    plain = request_from_args(build_parser().parse_args(base))
-    assert plain.sampling.background_outside_nodule is False
-    assert "background_outside_nodule" not in sampling_identity(plain.sampling)
-    on = request_from_args(build_parser().parse_args([*base, "--background-outside-nodule"]))
+    on = request_from_args(build_parser().parse_args(base))  # diversify's default: on
     assert on.sampling.background_outside_nodule is True
     assert sampling_identity(on.sampling)["background_outside_nodule"] is True
+    off = [*base, "--background-outside-nodule", "false"]
+    plain = request_from_args(build_parser().parse_args(off))
+    assert plain.sampling.background_outside_nodule is False
+    assert "background_outside_nodule" not in sampling_identity(plain.sampling)
+    reference = request_from_args(build_parser().parse_args(["reference", *base[1:]]))
+    assert reference.sampling.background_outside_nodule is False  # not measured there: off

@@ -27,6 +27,7 @@ from generation.inference.attributes import AttributeConstraints, AttributeSpecE
 from generation.inference.control import ControlConfig, measure_control
 from generation.inference.engine import (
     ATTENTION,
+    DIVERSIFY_BACKGROUND_OUTSIDE_NODULE,
     PRECISIONS,
     SAMPLERS,
     GenerationError,
@@ -83,7 +84,7 @@ def common_arguments(parser: argparse.ArgumentParser) -> None:
         const=True,
         default=False,
         help="the background branch acts outside the nodule mask only (the nodule's look comes "
-        "from the FG branch and the text)",
+        "from the FG branch and the text); default: on in diversify mode, off in reference mode",
     )
     sampling.add_argument("--resolution", type=int, default=None)
     runtime = parser.add_argument_group("runtime")
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     modes = parser.add_subparsers(dest="mode", required=True)
     diversify = modes.add_parser("diversify", help="text-driven: prompts from the vocabulary")
     common_arguments(diversify)
+    diversify.set_defaults(background_outside_nodule=DIVERSIFY_BACKGROUND_OUTSIDE_NODULE)
     diversify.add_argument("--exclude", nargs="*", default=[], metavar="NAME=VALUE[,VALUE]")
     diversify.add_argument("--strategy", choices=STRATEGIES, default="sample")
     diversify.add_argument("--support", choices=SUPPORT_SCOPES, default="subtype")

@@ -45,6 +45,14 @@ class GenerationError(ValueError):
     """A generation run that cannot proceed; names the folder or option at fault."""
 
 
+# Diversify mode's default for SamplingConfig.background_outside_nodule: on. Paired on the quick
+# run's 32 diversify jobs per subtype (benchmarks/guidance_levers.py, lever bg_outside_nodule):
+# MTC echogenicity 0.09 -> 0.28 (+0.19 [+0.06, +0.34], 6 gained / 0 lost, p = 0.03), FTC margins
+# +0.12 [+0.03, +0.25] (4 / 0), no attribute of either subtype significantly worse. Reference
+# mode (img2img from the real frame) was not measured and keeps both branches everywhere.
+DIVERSIFY_BACKGROUND_OUTSIDE_NODULE = True
+
+
 @dataclass
 class SamplingConfig:
     """What decides the pixels (besides the jobs): part of the run's identity."""
@@ -62,7 +70,7 @@ class SamplingConfig:
     attribute_contrast: bool = False
     # The BG branch acts outside the FG mask only: its map has the nodule filled in with the
     # tissue around it, and inside the nodule it pulls the generated nodule to the tissue's
-    # brightness (benchmarks/guidance_levers.py, lever "bg_outside_nodule").
+    # brightness. Off here; the diversify CLI's default is DIVERSIFY_BACKGROUND_OUTSIDE_NODULE.
     background_outside_nodule: bool = False
 
     def validate(self) -> SamplingConfig:
