@@ -49,6 +49,8 @@ LEVERS: dict[str, list[str]] = {
     "bg_outside_nodule": OUTSIDE,
     "bg_outside_nodule_fg_2": [*OUTSIDE, "--conditioning-scale", "2", "1"],
     "findings_background_fg_2": [*FINDINGS, "--conditioning-scale", "2", "1"],
+    "findings_background_bg_off": [*FINDINGS, "--conditioning-scale", "1", "0"],
+    "findings_background_fg_off": [*FINDINGS, "--conditioning-scale", "0", "1"],
 }
 
 
