@@ -39,6 +39,20 @@ def _weights(folder):
     return load_file(str(folder / "best" / "model.safetensors"))
 
 
+def crash_after_first_epoch(monkeypatch, train, valid, run_dir, model, config, data) -> None:
+    """Train until the first epoch's state is saved, then stop as a killed process would."""
+    original = train_module._save_state
+
+    def save_then_stop(accelerator, folder, state):
+        original(accelerator, folder, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_save_state", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train_classifier(train, valid, run_dir, model, config, data)
+    monkeypatch.setattr(train_module, "_save_state", original)
+
+
 def test_model_selection_ignores_test_labels(tmp_path, croot):
     """Swapping test/0 and test/1 (poisoned labels) must not change the selected checkpoint,
     only the test metrics; a selection that peeked at test labels would pick differently."""
@@ -88,16 +102,9 @@ def test_resume_is_exact(tmp_path, croot, monkeypatch):
         layout["train"], layout["valid"], tmp_path / "a", model, config, data
     )
 
-    original = train_module._save_state
-
-    def crash_after_first_epoch(accelerator, run_dir, state):
-        original(accelerator, run_dir, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_module, "_save_state", crash_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train_classifier(layout["train"], layout["valid"], tmp_path / "b", model, config, data)
-    monkeypatch.setattr(train_module, "_save_state", original)
+    crash_after_first_epoch(
+        monkeypatch, layout["train"], layout["valid"], tmp_path / "b", model, config, data
+    )
     resumed = train_classifier(
         layout["train"], layout["valid"], tmp_path / "b", model, config, data
     )
@@ -258,16 +265,9 @@ def test_resume_in_another_precision_is_refused(tmp_path, croot, monkeypatch):
     data = DataConfig(str(croot), SUBTYPE, 32)
     model = ModelConfig("resnet18")
     fp32 = TrainConfig(**{**TINY.__dict__, "epochs": 2, "mixed_precision": "no"})
-    original = train_module._save_state
-
-    def crash_after_first_epoch(accelerator, run_dir, state):
-        original(accelerator, run_dir, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(train_module, "_save_state", crash_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train_classifier(layout["train"], layout["valid"], tmp_path / "run", model, fp32, data)
-    monkeypatch.setattr(train_module, "_save_state", original)
+    crash_after_first_epoch(
+        monkeypatch, layout["train"], layout["valid"], tmp_path / "run", model, fp32, data
+    )
     bf16 = TrainConfig(**{**fp32.__dict__, "mixed_precision": "bf16"})
     with pytest.raises(ValueError, match="mixed precision 'no'"):
         train_classifier(layout["train"], layout["valid"], tmp_path / "run", model, bf16, data)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = r"""
+BLOCK_NETWORK = r"""
 import json, socket, sys
 attempts = []
 
@@ -23,6 +23,11 @@ socket.socket.connect = lambda self, *a, **k: refuse(*a)
 socket.socket.connect_ex = lambda self, *a, **k: refuse(*a)
 socket.create_connection = refuse
 socket.getaddrinfo = refuse
+"""
+
+SCRIPT = (
+    BLOCK_NETWORK
+    + r"""
 
 import huggingface_hub.constants  # imported first, as a user's own code might
 from generation.offline import enforce_offline
@@ -52,6 +57,7 @@ print(json.dumps({
     "hf_home": __import__("os").environ["HF_HOME"],
 }))
 """
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +73,12 @@ def fine_folder(tmp_path_factory) -> Path:
     return TigerFinePipeline.from_coarse(root / "sd").save_pretrained(root / "fine")
 
 
-def test_no_connection_is_tried_even_with_offline_switched_off(fine_folder, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", "HF_HOME": "/nope"}
+def run_blocked(script: str, *args: str, **env: str) -> dict:
+    """Run `script` in a fresh interpreter with the hub switched *on* in the environment and the
+    network blocked; its last stdout line (JSON) comes back."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0", **env}
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(fine_folder), str(tmp_path / "run")],
+        [sys.executable, "-c", script, *args],
         env=env,
         capture_output=True,
         text=True,
@@ -78,25 +86,21 @@ def test_no_connection_is_tried_even_with_offline_switched_off(fine_folder, tmp_
         cwd=Path(__file__).resolve().parents[1],
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_no_connection_is_tried_even_with_offline_switched_off(fine_folder, tmp_path):
+    result = run_blocked(SCRIPT, str(fine_folder), str(tmp_path / "run"), HF_HOME="/nope")
     assert result["attempts"] == []
     assert len(result["errors"]) == 3  # hub names fail locally; local_files_only=False refused
     assert result["offline_flag"] is True
     assert result["hf_home"].startswith(str(tmp_path / "run"))
 
 
-IMPORT_SCRIPT = r"""
-import json, runpy, socket, sys
-attempts = []
-
-def refuse(*args, **kwargs):
-    attempts.append(repr(args[:2]))
-    raise OSError("network blocked by the test")
-
-socket.socket.connect = lambda self, *a, **k: refuse(*a)
-socket.socket.connect_ex = lambda self, *a, **k: refuse(*a)
-socket.create_connection = refuse
-socket.getaddrinfo = refuse
+IMPORT_SCRIPT = (
+    BLOCK_NETWORK
+    + r"""
+import runpy
 sys.argv = [sys.argv[1], "--help"]
 try:
     runpy.run_module(sys.argv[0], run_name="__main__")
@@ -104,6 +108,7 @@ except SystemExit:
     pass
 print(json.dumps({"attempts": attempts}))
 """
+)
 
 ENTRY_POINTS = (
     "scripts.cli",
@@ -121,14 +126,4 @@ ENTRY_POINTS = (
 def test_an_entry_point_tries_no_connection_while_it_imports(module):
     """Some libraries reach for the hub as they are imported (bitsandbytes asks the hub about a
     kernel when diffusers imports it), before any `main` could switch the hub clients off."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}
-    done = subprocess.run(
-        [sys.executable, "-c", IMPORT_SCRIPT, module],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {"attempts": []}, done.stderr[-2000:]
+    assert run_blocked(IMPORT_SCRIPT, module) == {"attempts": []}
