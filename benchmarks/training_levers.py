@@ -24,7 +24,7 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.guidance_levers import hits_per_image, paired_delta, reads
+from benchmarks.guidance_levers import attribute_entry, hits_per_image, paired_delta
 from generation.inference.agreement import agreement
 from generation.inference.evaluate import fit_probe, generated_features, read_rows, real_splits
 from metadata.atomic import write_json
@@ -63,17 +63,6 @@ def changed_options(baseline: Path, lever: Path) -> dict:
     return changed
 
 
-def entry(probe, features, attribute: str, scores: dict) -> dict:
-    row = scores[attribute]
-    return {
-        "agreement": round(row["agreement"], 4),
-        "ci95": [round(v, 4) for v in row["ci95"]],
-        "shuffled": round(row["shuffled_prompt_control"], 4),
-        "probe_real": row["probe_held_out_accuracy"],
-        "reads": reads(probe, features, attribute),
-    }
-
-
 def compare(baseline: Path, levers: dict[str, Path], labels: list[str], modes: list[str]) -> dict:
     dataset = baseline / "data" / "dataset"
     splits = str(baseline / "data" / "classifier" / "splits.json")
@@ -110,7 +99,7 @@ def compare(baseline: Path, levers: dict[str, Path], labels: list[str], modes: l
                 scores = agreement(probe, sets[n], prompted)
                 attributes = {}
                 for attribute in sorted(scores):
-                    attributes[attribute] = entry(probe, sets[n], attribute, scores)
+                    attributes[attribute] = attribute_entry(probe, sets[n], attribute, scores)
                     if n != "baseline":
                         hits = hits_per_image(probe, sets[n], rows[n], attribute)
                         attributes[attribute]["paired_vs_baseline"] = paired_delta(
