@@ -15,7 +15,6 @@ from classifier.experiment import run_experiment
 from classifier.layout import read_layout
 from classifier.toydata import build_toy_layout, build_toy_manifest
 from classifier.train import train_classifier
-from generation.training.state import MODEL_FILE
 
 SUBTYPE = "FTC"
 TINY = TrainConfig(epochs=2, batch_size=16, patience=5, progress=False, lr=1e-3)
@@ -93,11 +92,28 @@ def test_training_needs_no_test_split(tmp_path, croot):
     assert code == 0 and (tmp_path / "run" / "best" / "model.safetensors").is_file()
 
 
+def record_final_weights(monkeypatch) -> dict[str, dict[str, torch.Tensor]]:
+    """The last epoch's weights per run folder, taken as training finishes (a finished run's
+    checkpoint keeps none of them)."""
+    captured = {}
+    original = train_module._save_state
+
+    def save_and_record(parts, folder, state):
+        if state.finished:
+            model = parts.accelerator.unwrap_model(parts.model)
+            captured[str(folder)] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        original(parts, folder, state)
+
+    monkeypatch.setattr(train_module, "_save_state", save_and_record)
+    return captured
+
+
 def test_resume_is_exact(tmp_path, croot, monkeypatch):
     layout = read_layout(croot, SUBTYPE, ("train", "valid"))
     data = DataConfig(str(croot), SUBTYPE, 32)
     model = ModelConfig("resnet18")
     config = TrainConfig(**{**TINY.__dict__, "epochs": 2, "augmentation": "strong"})
+    final = record_final_weights(monkeypatch)
     straight = train_classifier(
         layout["train"], layout["valid"], tmp_path / "a", model, config, data
     )
@@ -109,12 +125,28 @@ def test_resume_is_exact(tmp_path, croot, monkeypatch):
         layout["train"], layout["valid"], tmp_path / "b", model, config, data
     )
     assert len(resumed.history) == 2
-    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in straight.history]
-    saved = MODEL_FILE.format(name="model")
-    final_a = load_file(str(tmp_path / "a" / "checkpoint" / saved))
-    final_b = load_file(str(tmp_path / "b" / "checkpoint" / saved))
-    assert not list((tmp_path / "b" / "checkpoint").glob("*.pkl"))
+    assert resumed.history == straight.history
+    final_a, final_b = final[str(tmp_path / "a")], final[str(tmp_path / "b")]
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
+
+
+def test_a_finished_run_keeps_its_history_and_no_resume_weights(tmp_path, croot, monkeypatch):
+    """Per arm and seed the resume weights are 3x the model (ResNet50 + AdamW: ~300 MB); once
+    training has finished nothing reads them, and a second call trains nothing."""
+    layout = read_layout(croot, SUBTYPE, ("train", "valid"))
+    data = DataConfig(str(croot), SUBTYPE, 32)
+    model, config = ModelConfig("resnet18"), TrainConfig(**{**TINY.__dict__, "epochs": 1})
+    first = train_classifier(layout["train"], layout["valid"], tmp_path, model, config, data)
+    checkpoint = tmp_path / train_module.STATE_DIR
+    assert [path.name for path in checkpoint.iterdir()] == [train_module.STATE_FILE]
+    assert (tmp_path / "best" / "model.safetensors").is_file()
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("a finished run trained again")
+
+    monkeypatch.setattr(train_module, "train_epoch", must_not_train)
+    again = train_classifier(layout["train"], layout["valid"], tmp_path, model, config, data)
+    assert again.finished and again.history == first.history
 
 
 def test_experiment_cli_report_and_matched_arms(tmp_path, croot):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,12 @@ TINY = SMOKE_TINY_OVERRIDES
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
+def workspace(tmp_path_factory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("coarse")
     build_phantom_dataset(root / "data", n_images=12, size=32, seed=3)
     (root / "tiny.json").write_text(json.dumps(TINY))
-    return root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # ~1 GB of runs; CI disks are small
 
 
 def tiny_config(workspace: Path, output: str, **overrides) -> CoarseConfig:
