@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generation.inference.agreement import AttributeProbe, agreement, nodule_features
+from generation.inference.agreement import (
+    AttributeProbe,
+    agreement,
+    nodule_features,
+    word_control,
+)
 from generation.inference.attributes import AttributeConstraints, AttributeStats
 from generation.inference.memorization import TrainIndex, check_images, ssim
 from generation.inference.prompts import PromptConfig, PromptSampler
@@ -149,3 +154,44 @@ def test_block_search_finds_what_a_one_image_search_finds(tmp_path: Path):
         assert near.index == top[int(np.argmax(scores))]
         assert near.ssim == pytest.approx(max(scores), abs=1e-12)
         assert index.nearest(grey).index == near.index
+
+
+def test_word_control_tells_a_word_the_generator_ignores_from_one_it_follows():
+    values = ("hypoechoic", "isoechoic", "hyperechoic")
+    asked = {f"job{i}": {v: v for v in values} for i in range(12)}
+    # Ignored: one image per job whatever the word, read as one value (which varies by job).
+    ignored = {job: dict.fromkeys(values, values[i % 3]) for i, job in enumerate(asked)}
+    followed = {job: {v: v for v in values} for job in asked}
+    contrary = {job: {v: values[(values.index(v) + 1) % 3] for v in values} for job in asked}
+
+    none = word_control(asked, ignored)
+    assert none["balanced_agreement"] == pytest.approx(1 / 3) == pytest.approx(none["chance"])
+    assert (none["jobs_above_one_hit"], none["jobs_below_one_hit"], none["p_sign"]) == (0, 0, 1.0)
+    full = word_control(asked, followed)
+    assert full["balanced_agreement"] == 1.0 and full["ci95"][0] > full["chance"]
+    assert full["jobs_above_one_hit"] == 12 and full["p_sign"] < 0.001
+    against = word_control(asked, contrary)
+    assert against["balanced_agreement"] == 0.0 and against["jobs_below_one_hit"] == 12
+
+
+def test_word_control_needs_the_same_versions_for_every_job():
+    asked = {"a": {"x": "x", "y": "y"}, "b": {"x": "x"}}
+    with pytest.raises(ValueError, match="same number"):
+        word_control(asked, asked)
+
+
+def test_fixing_one_word_leaves_every_other_word_of_each_draw_unchanged():
+    """The counterfactual versions of `benchmarks.attribute_control` pair on this."""
+    records = [record("FTC", echogenicity="isoechoic", shape="wider-than-tall", halo=True)] * 5
+    records += [record("FTC", echogenicity="hypoechoic", shape="taller-than-wide", halo=False)] * 4
+    stats = AttributeStats.from_records(records, "FTC")
+    versions = [
+        PromptSampler(
+            stats, AttributeConstraints.from_cli([f"echogenicity={v}"], []), PromptConfig()
+        ).combinations(40, seed=3)
+        for v in ("isoechoic", "hypoechoic", "hyperechoic")
+    ]
+    others = [[{k: v for k, v in d.items() if k != "echogenicity"} for d in vs] for vs in versions]
+    assert others[0] == others[1] == others[2]
+    assert len({tuple(sorted(d.items())) for d in others[0]}) > 1  # the other words do vary
+    assert {d["echogenicity"] for d in versions[2]} == {"hyperechoic"}

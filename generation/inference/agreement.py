@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
+from scipy.stats import binomtest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -208,3 +209,42 @@ def agreement(
             "probe_held_out_accuracy": probe.held_out_accuracy.get(name, {}).get("accuracy"),
         }
     return report
+
+
+def word_control(
+    asked_by_job: dict[str, dict[str, str]], read_by_job: dict[str, dict[str, str]]
+) -> dict:
+    """Does the word steer the image? Counterfactual versions of the same jobs.
+
+    `asked_by_job[job][version]` is the value the version's prompt asked for and
+    `read_by_job[job][version]` what the probe read off its image; the versions of a job differ
+    only in that word (same seed, other words, background). Each job scores its hits, the
+    versions read as asked. A generator that ignores the word draws one image k times: the
+    probe reads it as one of the k values, so exactly 1 hit per job, balanced agreement 1/k;
+    one that follows the word scores k. Returns balanced agreement [bootstrap 95% CI over jobs],
+    its chance level, jobs above / below one hit, and the exact sign test on those.
+    """
+    jobs = sorted(set(asked_by_job) & set(read_by_job))
+    hits, sizes = [], set()
+    for job in jobs:
+        versions = sorted(set(asked_by_job[job]) & set(read_by_job[job]))
+        sizes.add(len(versions))
+        hits.append(sum(asked_by_job[job][v] == read_by_job[job][v] for v in versions))
+    if not jobs:
+        raise ValueError("word_control needs at least one job with its versions")
+    if len(sizes) != 1 or min(sizes) < 2:
+        raise ValueError(f"every job needs the same number (>= 2) of versions, got {sizes}")
+    k = sizes.pop()
+    hits_array = np.asarray(hits, dtype=float)
+    above, below = int((hits_array > 1).sum()), int((hits_array < 1).sum())
+    rng = np.random.default_rng(0)
+    return {
+        "balanced_agreement": float(hits_array.mean() / k),
+        "ci95": [value / k for value in bootstrap_interval(hits_array, rng)],
+        "chance": 1.0 / k,
+        "versions": k,
+        "jobs": len(jobs),
+        "jobs_above_one_hit": above,
+        "jobs_below_one_hit": below,
+        "p_sign": float(binomtest(above, above + below).pvalue) if above + below else 1.0,
+    }
