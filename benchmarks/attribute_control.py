@@ -12,6 +12,8 @@ version. A generator that ignores the word scores exactly one hit per job (balan
 
     python -m benchmarks.attribute_control --run runs/quick --images 16 \\
         --out benchmarks/results/attribute_control_quick.json
+    python -m benchmarks.attribute_control --run runs/quick --labels MTC --attributes \\
+        echogenicity --also-fix calcifications=none --out ...   # MTC without its calcifications
 """
 
 from __future__ import annotations
@@ -41,6 +43,13 @@ def main() -> None:
     parser.add_argument("--labels", nargs="+", default=["FTC", "MTC"])
     parser.add_argument("--attributes", nargs="+", default=None, help="default: every probed one")
     parser.add_argument("--images", type=int, default=16, help="jobs per attribute and label")
+    parser.add_argument(
+        "--also-fix",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="words every version keeps, e.g. calcifications=none (to separate two attributes)",
+    )
     parser.add_argument("--work", default="runs/attribute_control")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -53,6 +62,8 @@ def main() -> None:
     probe = fit_probe(meta_file, train, held, size)
     attributes = args.attributes or sorted(probe.models)
     report: dict = {"run": str(run), "images": args.images, "resolution": size, "labels": {}}
+    report["also_fixed"] = args.also_fix
+    work = Path(args.work) / run.name / "_".join(args.also_fix).replace("=", "-")
     for label in args.labels:
         rows: dict = {}
         for attribute in attributes:
@@ -60,9 +71,9 @@ def main() -> None:
             asked, read, seconds = {}, {}, 0.0
             reads_by_value = {}
             for value in values:
-                gen = Path(args.work) / run.name / label / attribute / value
+                gen = work / label / attribute / value
                 started = time.perf_counter()
-                extra = ["--fix", f"{attribute}={value}"]
+                extra = ["--fix", f"{attribute}={value}", *args.also_fix]
                 generate(run, "diversify", label, gen, args.images, extra)
                 seconds += time.perf_counter() - started
                 for job, got in probe_reads(probe, gen, attribute, size).items():
