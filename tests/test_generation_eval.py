@@ -158,26 +158,26 @@ def test_block_search_finds_what_a_one_image_search_finds(tmp_path: Path):
 
 def test_word_control_tells_a_word_the_generator_ignores_from_one_it_follows():
     values = ("hypoechoic", "isoechoic", "hyperechoic")
-    asked = {f"job{i}": {v: v for v in values} for i in range(12)}
+    jobs = [f"job{i}" for i in range(12)]
     # Ignored: one image per job whatever the word, read as one value (which varies by job).
-    ignored = {job: dict.fromkeys(values, values[i % 3]) for i, job in enumerate(asked)}
-    followed = {job: {v: v for v in values} for job in asked}
-    contrary = {job: {v: values[(values.index(v) + 1) % 3] for v in values} for job in asked}
+    ignored = {job: dict.fromkeys(values, values[i % 3]) for i, job in enumerate(jobs)}
+    followed = {job: {v: v for v in values} for job in jobs}
+    contrary = {job: {v: values[(values.index(v) + 1) % 3] for v in values} for job in jobs}
 
-    none = word_control(asked, ignored)
+    none = word_control(ignored)
     assert none["balanced_agreement"] == pytest.approx(1 / 3) == pytest.approx(none["chance"])
     assert (none["jobs_above_one_hit"], none["jobs_below_one_hit"], none["p_sign"]) == (0, 0, 1.0)
-    full = word_control(asked, followed)
+    full = word_control(followed)
     assert full["balanced_agreement"] == 1.0 and full["ci95"][0] > full["chance"]
     assert full["jobs_above_one_hit"] == 12 and full["p_sign"] < 0.001
-    against = word_control(asked, contrary)
+    against = word_control(contrary)
     assert against["balanced_agreement"] == 0.0 and against["jobs_below_one_hit"] == 12
 
 
 def test_word_control_needs_the_same_versions_for_every_job():
-    asked = {"a": {"x": "x", "y": "y"}, "b": {"x": "x"}}
+    reads = {"a": {"x": "x", "y": "y"}, "b": {"x": "x"}}
     with pytest.raises(ValueError, match="same number"):
-        word_control(asked, asked)
+        word_control(reads)
 
 
 def test_fixing_one_word_leaves_every_other_word_of_each_draw_unchanged():

@@ -36,6 +36,15 @@ def to_grey(image: np.ndarray) -> np.ndarray:
     return array[..., :3].mean(axis=-1) if array.ndim == 3 else array
 
 
+# Columns of `nodule_features` (inside minus the tissue ring, in units of the ring's spread).
+INSIDE_COLUMNS = {"inside_median": 2, "inside_q99": 5, "shadow_below": 8}
+
+
+def inside_summary(features: np.ndarray) -> dict[str, float]:
+    """Mean inside brightness (median, 99th percentile) and shadow below, over a set's rows."""
+    return {name: round(float(features[:, i].mean()), 3) for name, i in INSIDE_COLUMNS.items()}
+
+
 def nodule_features(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Feature vector of one frame around its nodule mask (same size as the image)."""
     grey = to_grey(image)
@@ -211,25 +220,20 @@ def agreement(
     return report
 
 
-def word_control(
-    asked_by_job: dict[str, dict[str, str]], read_by_job: dict[str, dict[str, str]]
-) -> dict:
+def word_control(read_by_job: dict[str, dict[str, str]]) -> dict:
     """Does the word steer the image? Counterfactual versions of the same jobs.
 
-    `asked_by_job[job][version]` is the value the version's prompt asked for and
-    `read_by_job[job][version]` what the probe read off its image; the versions of a job differ
-    only in that word (same seed, other words, background). Each job scores its hits, the
+    `read_by_job[job][asked]` is what the probe read off the version of `job` whose prompt
+    asked for the value `asked`; the versions of a job differ only in that word (same seed,
+    other words, background). Each job scores its hits, the
     versions read as asked. A generator that ignores the word draws one image k times: the
     probe reads it as one of the k values, so exactly 1 hit per job, balanced agreement 1/k;
     one that follows the word scores k. Returns balanced agreement [bootstrap 95% CI over jobs],
     its chance level, jobs above / below one hit, and the exact sign test on those.
     """
-    jobs = sorted(set(asked_by_job) & set(read_by_job))
-    hits, sizes = [], set()
-    for job in jobs:
-        versions = sorted(set(asked_by_job[job]) & set(read_by_job[job]))
-        sizes.add(len(versions))
-        hits.append(sum(asked_by_job[job][v] == read_by_job[job][v] for v in versions))
+    jobs = sorted(read_by_job)
+    sizes = {len(read_by_job[job]) for job in jobs}
+    hits = [sum(asked == read for asked, read in read_by_job[job].items()) for job in jobs]
     if not jobs:
         raise ValueError("word_control needs at least one job with its versions")
     if len(sizes) != 1 or min(sizes) < 2:
