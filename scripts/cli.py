@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from scripts.pipeline.config import PROFILES, PipelineConfigError, load_config
+from scripts.pipeline.config import DEFAULT_PROFILE, PROFILES, PipelineConfigError, load_config
 
 
 def parse_set(items: list[str]) -> dict:
@@ -50,7 +50,8 @@ def overrides_from(args: argparse.Namespace) -> dict:
 PROFILE_COSTS = {
     "toy": "CPU, ~2 min: 60 frames, a few steps (the tests' size; results mean nothing)",
     "quick": "CPU, ~30-40 min on 2 cores: tiny models at 64 px, 1000 phantom frames, 9 arms",
-    "long": "CPU, hours: 1200 frames at 128 px, 2400 coarse / 3000 fine steps, 3 seeds",
+    "long": "CPU, hours: 1200 frames at 128 px, 2400 coarse / 3000 fine steps, 3 seeds, "
+    "the ratio curve",
     "gpu": "one CUDA GPU and a local Stable Diffusion folder (--pretrained): 512 px, bf16",
 }
 COMMANDS = {
@@ -69,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     profiles = "; ".join(f"{name}: {PROFILE_COSTS.get(name, '')}" for name in sorted(PROFILES))
     for name in ("run", "config"):
         sub = commands.add_parser(name, help=COMMANDS[name], description=COMMANDS[name])
-        sub.add_argument("--profile", default="quick", choices=sorted(PROFILES), help=f"{profiles}")
+        sub.add_argument(
+            "--profile", default=DEFAULT_PROFILE, choices=sorted(PROFILES), help=f"{profiles}"
+        )
         sub.add_argument("--config", type=Path, default=None, help="YAML or JSON pipeline config")
         sub.add_argument("--data", default=None, help="phantom | ddti | a dataset folder")
         sub.add_argument("--run-dir", default=None, help="default: runs/tiger (or the config's)")

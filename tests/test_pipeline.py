@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from scripts.cli import main as tiger
+from scripts.pipeline.checks import compare, run_checks
 from scripts.pipeline.config import PipelineConfigError, load_config
 from scripts.pipeline.runner import PipelineError, PipelineRunner
 from scripts.pipeline.stages import (
@@ -62,6 +63,12 @@ def test_toy_pipeline_runs_end_to_end_then_redoes_only_what_changed(tmp_path):
     assert quality["real_vs_real"]["frechet"] > 0
     assert (run_dir / "report" / "report.html").is_file()
     assert (run_dir / "report" / "figures" / "samples_FTC.png").is_file()
+    checks = run_checks(run_dir)  # what a cheaper profile's report is compared by
+    for mode in ("diversify", "reference"):
+        assert f"FTC/{mode}/fg_iou" in checks and f"FTC/{mode}/agreement/shape" in checks
+    arms = {name.rsplit("/", 1)[1] for name in checks if name.startswith("FTC/auc_independent/")}
+    assert arms == set(results["arms"])
+    assert compare(checks, checks)["neither_inside_the_other"] == []
 
     assert tiger(["run", "--profile", "toy", "--run-dir", str(run_dir)]) == 0
     assert not any(stage_runs(run_dir).values())

@@ -18,6 +18,8 @@ import yaml
 from classifier.config import ALL_ARMS
 
 DATA_SOURCES = ("phantom", "ddti")
+# What `tiger run` runs without --profile (the profiles are at the end of this module).
+DEFAULT_PROFILE = "quick"
 DEFAULT_DDTI = "../shared/data/ddti"
 
 
@@ -80,7 +82,7 @@ class PreflightSection:
 
 @dataclass
 class PipelineConfig:
-    profile: str = "quick"
+    profile: str = DEFAULT_PROFILE
     run_dir: str = "runs/tiger"
     subtypes: list[str] = field(default_factory=list)  # empty: every task in splits.json
     cpu_threads: int = 0  # 0: torch's default; stages get it as their thread count
@@ -206,9 +208,11 @@ PROFILES: dict[str, dict] = {
         "data": {"n_images": 1200, "external_test_frames": 4000},
         "coarse": {"profile": "long"},
         "fine": {"profile": "long", "cpu_threads": 2},
+        # 576 images per subtype: after the filter (~64% kept) enough for the ratio curve's
+        # 10:1 on ~33 train positives; the arms at 1:1 draw from the same pool.
         "generation": {
-            "diversify": 96,
-            "reference": 96,
+            "diversify": 288,
+            "reference": 288,
             "coarse_only": 96,
             "options": {"steps": 30},
         },
@@ -218,8 +222,11 @@ PROFILES: dict[str, dict] = {
         # do not beat 6 (0.19); benchmarks/bench_moso_validation.py --size 128.
         "moso": {"image-size": 128},
         "filter": {"clip-quantile": 0.2, "moso-prune-ratio": 0.2},
+        # The classifier at 64 px, the size the phantom's difficulty was calibrated at
+        # (benchmarks/phantom_calibration.py); 128 px costs 4x per image, and the long run trains
+        # 9 arms + 2 x 6 ratio arms, 3 seeds each, per subtype.
         "classifier": {
-            "data": {"image_size": 128},
+            "data": {"image_size": 64},
             "model": {"arch": "resnet18"},
             "train": {
                 "epochs": 20,
@@ -231,6 +238,7 @@ PROFILES: dict[str, dict] = {
             },
             "seeds": [0, 1, 2],
             "arms": list(ALL_ARMS),
+            "ratios": [0.25, 0.5, 1, 2, 5, 10],
         },
     },
     # Real scale on one GPU from a local Stable Diffusion folder (set
@@ -353,7 +361,7 @@ def read_file(path: Path) -> dict:
 
 
 def load_config(
-    profile: str = "quick", path: str | Path | None = None, overrides: dict | None = None
+    profile: str = DEFAULT_PROFILE, path: str | Path | None = None, overrides: dict | None = None
 ) -> PipelineConfig:
     """Profile defaults, then the config file (its own `profile` wins), then `overrides`."""
     file_values = read_file(Path(path)) if path else {}
