@@ -45,6 +45,9 @@ class TrainConfig:
     eval_batch_size: int = 64
     progress: bool = True
     mixup_alpha: float = 0.0  # > 0: mix each batch with a shuffled copy (the mixup arm sets it)
+    # With the weighted sampler: "matched" gives generated images the same share of every class
+    # that has them (data.balanced_weights), so their look carries no label; "natural": none.
+    synthetic_share: Literal["natural", "matched"] = "natural"
 
 
 @dataclass

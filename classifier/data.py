@@ -58,6 +58,7 @@ class CachedImages(Dataset):
         self.items = items
         self.images = cache.stack(items)
         self.labels = torch.tensor([item.label for item in items], dtype=torch.float32)
+        self.synthetic = torch.tensor([item.synthetic for item in items], dtype=torch.bool)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -95,13 +96,31 @@ class EpochSampler(Sampler[int]):
         return iter(order.tolist())
 
 
-def balanced_weights(labels: torch.Tensor) -> torch.Tensor:
-    """Per-sample weights giving each class the same expected share of a batch."""
+def balanced_weights(labels: torch.Tensor, synthetic: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample weights giving each class the same expected share of a batch.
+
+    With `synthetic` (a mask), generated images also get the same share of every class that
+    has both kinds: the largest class's natural share (the rare class, which received them).
+    A generator's look (its smoother speckle) then says nothing about the label: with
+    generated images in one class only, or at different shares, a classifier can learn
+    "generated, so positive" instead of the subtype (benchmarks/synthetic_shortcut.py)."""
     positives = labels.sum().item()
     negatives = len(labels) - positives
     if positives == 0 or negatives == 0:
         return torch.ones(len(labels))
-    return torch.where(labels > 0.5, 0.5 / positives, 0.5 / negatives).double()
+    weights = torch.where(labels > 0.5, 0.5 / positives, 0.5 / negatives).double()
+    if synthetic is None or not synthetic.any():
+        return weights
+    classes = [labels > 0.5, labels <= 0.5]
+    mixed = [c for c in classes if (c & synthetic).any() and (c & ~synthetic).any()]
+    if len(mixed) < 2:
+        return weights
+    share = max((c & synthetic).sum().item() / c.sum().item() for c in mixed)
+    for members in mixed:
+        generated, real = members & synthetic, members & ~synthetic
+        weights[generated] = 0.5 * share / generated.sum().item()
+        weights[real] = 0.5 * (1 - share) / real.sum().item()
+    return weights
 
 
 def positive_weight(labels: torch.Tensor) -> float:

@@ -189,7 +189,13 @@ def build_training(
     )
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    weights = balanced_weights(train_set.labels)
+    matched = train_config.synthetic_share == "matched"
+    if matched and train_config.imbalance != "weighted_sampler":
+        raise ValueError(
+            f"train.synthetic_share 'matched' acts through the sampler: set train.imbalance to "
+            f"'weighted_sampler' (it is {train_config.imbalance!r})"
+        )
+    weights = balanced_weights(train_set.labels, train_set.synthetic if matched else None)
     use_sampler_weights = train_config.imbalance == "weighted_sampler"
     sampler = EpochSampler(
         len(train_set), train_config.seed, weights if use_sampler_weights else None

@@ -260,3 +260,47 @@ def test_synthetic_row_from_a_held_out_case_is_refused(tmp_path, croot, derived)
     clean = {**row, "case_id": "img_train_1_000", "source_cases": [], "reference": ""}
     manifest.write_text(json.dumps(clean) + "\n")
     assert len(read_manifest(manifest, SUBTYPE, croot=croot)) == 1
+
+
+def test_matched_synthetic_share_makes_a_generated_look_carry_no_label():
+    """Natural shares: half the positives but a tenth of the negatives are generated, so
+    "generated" predicts "positive"; matched: both classes draw generated images half the time."""
+    from classifier.data import EpochSampler, balanced_weights
+
+    labels = torch.tensor([1.0] * 4 + [0.0] * 10)
+    synthetic = torch.tensor([True, True, False, False, True] + [False] * 9)
+
+    def mass(weights, in_class, generated):
+        members = (labels > 0.5) == in_class
+        return weights[members & (synthetic == generated)].sum().item()
+
+    natural = balanced_weights(labels)
+    assert mass(natural, True, True) == pytest.approx(0.25)
+    assert mass(natural, False, True) == pytest.approx(0.05)
+    matched = balanced_weights(labels, synthetic)
+    for in_class in (True, False):
+        assert mass(matched, in_class, True) == pytest.approx(0.25)
+        assert mass(matched, in_class, False) == pytest.approx(0.25)
+    draws = torch.tensor(list(EpochSampler(20_000, 0, matched)))
+    drawn = synthetic[draws]
+    assert labels[draws][drawn].mean().item() == pytest.approx(0.5, abs=0.02)
+    # Generated images in one class only cannot be matched: the plain class balance stays.
+    only_positive = synthetic & (labels > 0.5)
+    assert torch.equal(balanced_weights(labels, only_positive), natural)
+
+
+def test_matched_share_needs_the_weighted_sampler():
+    from accelerate import Accelerator
+
+    from classifier.config import ModelConfig, TrainConfig
+    from classifier.data import CachedImages, ImageCache
+    from classifier.train import build_training
+
+    with pytest.raises(ValueError, match="weighted_sampler"):
+        build_training(
+            CachedImages([], ImageCache(32)),
+            ModelConfig(arch="resnet18"),
+            TrainConfig(synthetic_share="matched", imbalance="weighted_loss"),
+            DataConfig(image_size=32),
+            Accelerator(cpu=True),
+        )
