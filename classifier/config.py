@@ -63,10 +63,12 @@ class EvalConfig:
 class MixConfig:
     """How many synthetic images join train/ (per class), from which manifests."""
 
-    unfiltered_manifest: str = ""
-    filtered_manifest: str = ""  # CLIP + MoSo (synthetic_filtered, synthetic_pretrain)
-    clip_only_manifest: str = ""  # the same filter with MoSo off (filter_clip_only)
-    coarse_only_manifest: str = ""  # coarse model alone, filtered the same way (coarse_only)
+    # Each: one manifest, or a list whose rows are pooled (the task's generated class and, with
+    # the pipeline's generation.other_class, the other class's images).
+    unfiltered_manifest: str | list[str] = ""
+    filtered_manifest: str | list[str] = ""  # CLIP + MoSo (synthetic_filtered, synthetic_pretrain)
+    clip_only_manifest: str | list[str] = ""  # the same filter with MoSo off (filter_clip_only)
+    coarse_only_manifest: str | list[str] = ""  # coarse model alone, filtered the same way
     mixup_alpha: float = 0.4  # the mixup arm's Beta(alpha, alpha) (Zhang et al. 2018)
     ratio: float = 1.0  # synthetic-to-real ratio per class (used when per_class_count < 0)
     per_class_count: int = -1  # absolute count per class; -1 = use ratio

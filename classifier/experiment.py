@@ -65,6 +65,13 @@ PRETRAIN_DIR = "pretrain"
 METRIC_KEYS = ("sensitivity", "specificity", "ppv", "npv", "f1", "accuracy")
 
 
+def manifest_paths(*fields: str | list[str]) -> list[str]:
+    """The manifests named by MixConfig fields (each one path or a list; empty: none)."""
+    return [
+        path for field in fields for path in ([field] if isinstance(field, str) else field) if path
+    ]
+
+
 def load_pools(config: ExperimentConfig) -> dict[str, list[ImageItem]]:
     """Synthetic candidates per synthetic arm present in the config (train split only)."""
     pools = {}
@@ -80,9 +87,13 @@ def load_pools(config: ExperimentConfig) -> dict[str, list[ImageItem]]:
             manifest, require_kept = sources[arm]
             if not manifest:
                 raise ValueError(f"arm {arm!r} needs a manifest (mix.{arm} manifest is empty)")
-            pools[arm] = read_manifest(
-                manifest, config.data.subtype, require_kept, config.data.croot
-            )
+            pools[arm] = [
+                item
+                for path in manifest_paths(manifest)
+                for item in read_manifest(
+                    path, config.data.subtype, require_kept, config.data.croot
+                )
+            ]
     return pools
 
 
@@ -375,8 +386,8 @@ def run_experiment(config: ExperimentConfig) -> dict:
         "pool_sizes": {arm: class_counts(pool) for arm, pool in pools.items()},
         "stand_in_manifests": [
             str(m)
-            for m in (config.mix.unfiltered_manifest, config.mix.filtered_manifest)
-            if m and manifest_is_stand_in(m)
+            for m in manifest_paths(config.mix.unfiltered_manifest, config.mix.filtered_manifest)
+            if manifest_is_stand_in(m)
         ],
         "extra_count_source": "matched to the synthetic arms"
         if pools

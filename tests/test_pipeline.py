@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from scripts.pipeline.runner import PipelineError, PipelineRunner
 from scripts.pipeline.stages import (
     Layout,
     Stage,
+    all_stages,
     augment_labels,
     classifier_stage,
     flags,
@@ -82,6 +84,26 @@ def test_toy_pipeline_runs_end_to_end_then_redoes_only_what_changed(tmp_path):
     ran = stage_runs(run_dir)
     assert [name for name, did in ran.items() if did] == ["classifier-FTC"]
 
+    # Generated images in both classes: the other class's pool is made and filtered, the
+    # subtype's own images are kept, and the classifier draws generated images of both classes.
+    other = ["generation.other_class=true", "classifier.seeds=[1]"]
+    with pytest.raises(PipelineConfigError, match=r"classifier\.train\.imbalance"):
+        load_config("toy", overrides={"generation": {"other_class": True}})
+    other.append("classifier.train.imbalance=weighted_sampler")
+    assert tiger(["run", "--profile", "toy", "--run-dir", str(run_dir), "--set", *other]) == 0
+    ran = stage_runs(run_dir)
+    did = {name for name, done in ran.items() if done}
+    assert did == {"generate-other-benign", "filter-other-benign", "classifier-FTC"}
+    results = json.loads((run_dir / "classifier" / "FTC" / "results.json").read_text())
+    pool = results["setup"]["pool_sizes"]["synthetic_filtered"]
+    assert pool.get("0", 0) > 0 and pool.get("1", 0) > 0
+    assert results["setup"]["config"]["train"]["synthetic_share"] == "matched"
+    arm = run_dir / "classifier" / "FTC" / "synthetic_filtered" / "seed_1"
+    composition = json.loads((arm / "composition.json").read_text())
+    assert composition.get("synthetic_0", 0) > 0 and composition.get("synthetic_1", 0) > 0
+    report = (run_dir / "report" / "report.md").read_text()
+    assert "generated images drawn equally often in both classes" in report
+
 
 def test_failed_stage_names_itself_and_its_log_and_resumes_in_place(tmp_path):
     config = load_config("toy", overrides={"run_dir": str(tmp_path / "run")})
@@ -113,6 +135,36 @@ def test_config_errors_name_the_file_and_option(tmp_path):
     with pytest.raises(PipelineConfigError, match=r"data\.source"):
         load_config(path=bad)
     assert tiger(["run", "--config", str(tmp_path / "missing.json")]) == 2
+
+
+def test_other_class_pools_are_made_once_and_join_every_task():
+    """Both rare subtypes share one benign pool; where the negative class is the generated one
+    (DDTI's minority), the other class is the task's positive class."""
+    sampler = {"train": {"imbalance": "weighted_sampler"}}
+    overrides = {"generation": {"other_class": True}, "classifier": sampler}
+    config = load_config("toy", overrides=overrides)
+    tmp = Path("/nonexistent/run")
+    layout = Layout(tmp)
+    stages = all_stages(config, layout, ["FTC", "MTC"], {"FTC": "FTC", "MTC": "MTC"})
+    names = [stage.name for stage in stages]
+    assert names.count("generate-other-benign") == 1 and names.count("filter-other-benign") == 1
+    for subtype in ("FTC", "MTC"):
+        stage = next(s for s in stages if s.name == f"classifier-{subtype}")
+        assert "filter-other-benign" in stage.inputs
+        experiment = json.loads(next(iter(stage.files.values())))
+        assert experiment["mix"]["classes"] == [0, 1]
+        assert experiment["train"]["synthetic_share"] == "matched"
+        filtered = experiment["mix"]["filtered_manifest"]
+        assert filtered == [
+            str(tmp / "filter" / subtype / "filtered" / "manifest.jsonl"),
+            str(tmp / "filter" / "other-benign" / "filtered" / "manifest.jsonl"),
+        ]
+    ddti = all_stages(config, layout, ["malignant"], {"malignant": "benign"})
+    assert "generate-other-malignant" in [stage.name for stage in ddti]
+    plain = all_stages(load_config("toy"), layout, ["FTC"], {"FTC": "FTC"})
+    experiment = json.loads(next(iter(plain[-1].files.values())))
+    assert isinstance(experiment["mix"]["filtered_manifest"], str)  # one pool: as before
+    assert "synthetic_share" not in experiment.get("train", {})
 
 
 def test_stage_options_become_cli_flags():

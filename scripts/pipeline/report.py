@@ -356,6 +356,17 @@ def independent_test_table(doc: Document, results: dict) -> None:
     )
 
 
+def added_images(setup: dict, label: str, negative: str) -> str:
+    """What the count-matched arms add: one class, or both at a matched share (other_class)."""
+    extra = {c: n for c, n in setup["extra_per_class"].items() if n}
+    if len(extra) < 2:
+        return f"{sum(extra.values())} {label} images"
+    matched = setup.get("config", {}).get("train", {}).get("synthetic_share") == "matched"
+    return f"{extra.get('1', 0)} positive and {extra.get('0', 0)} {negative} images" + (
+        ", generated images drawn equally often in both classes" if matched else ""
+    )
+
+
 def classifier_section(
     doc: Document, layout: Layout, labels: dict[str, str], figures: Path
 ) -> None:
@@ -372,8 +383,8 @@ def classifier_section(
         doc.paragraph(
             f"Real images ({negative} / {subtype}): "
             + ", ".join(f"{s} {real[s]['0']} / {real[s]['1']}" for s in ("train", "valid", "test"))
-            + f". Arms 3-5 and 7-9 add {sum(setup['extra_per_class'].values())} {label} images "
-            "to train/ (arm 3 duplicates real ones: the count-matched control). AUC is the seed "
+            + f". Arms 3-5 and 7-9 add {added_images(setup, label, negative)} to train/ (arm 3 "
+            "duplicates real ones: the count-matched control). AUC is the seed "
             "mean with a case-level bootstrap 95% CI; Δ is paired against arm 1, and against "
             "arm 3, on the same test images."
         )

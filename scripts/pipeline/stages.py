@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,16 @@ def augment_labels(splits: dict, subtypes: list[str], augment: str) -> dict[str,
     return {s: negative if train[negative] < train[s] else s for s in subtypes}
 
 
+def other_class(subtype: str, label: str, negative: str) -> str:
+    """The task's class that is not generated (the rare subtype generated: the negative)."""
+    return subtype if label == negative else negative
+
+
+def other_key(label: str) -> str:
+    """Folder and stage suffix of one other-class pool (shared by every task with that class)."""
+    return f"other-{label}"
+
+
 def generation_stage(
     config: PipelineConfig, layout: Layout, subtype: str, label: str | None = None
 ) -> Stage:
@@ -324,7 +335,13 @@ def generation_stage(
         out,
         commands,
         ["data", "split", "fine"],
-        {"generation": gen.__dict__, "options": options, "subtype": subtype, "label": label},
+        # other_class decides which pools exist, not what one pool holds
+        {
+            "generation": {k: v for k, v in gen.__dict__.items() if k != "other_class"},
+            "options": options,
+            "subtype": subtype,
+            "label": label,
+        },
     )
 
 
@@ -444,20 +461,33 @@ def classifier_stage(
     out = layout.classifier(subtype)
     experiment: dict[str, Any] = json.loads(json.dumps(config.classifier))
     experiment.setdefault("data", {}).update({"croot": str(layout.croot), "subtype": subtype})
-    filtered = layout.filtered(subtype)
+    label = label or subtype
+    pools = [subtype]  # generated-image folders whose images join this task's train/
+    inputs = ["split", f"generate-{subtype}", f"filter-{subtype}"]
+    classes = [0 if label == negative else 1]
+    if config.generation.other_class:
+        other = other_key(other_class(subtype, label, negative))
+        pools.append(other)
+        inputs += [f"generate-{other}", f"filter-{other}"]
+        classes = [0, 1]
+        experiment.setdefault("train", {})["synthetic_share"] = "matched"
+
+    def manifests(folder: Callable[[str], Path]) -> str | list[str]:
+        paths = [str(folder(pool) / "manifest.jsonl") for pool in pools]
+        return paths if len(paths) > 1 else paths[0]  # one pool: the config as before
+
     experiment.setdefault("mix", {}).update(
         {
-            "classes": [0 if (label or subtype) == negative else 1],
-            "unfiltered_manifest": str(layout.generated(subtype) / "manifest.jsonl"),
-            "filtered_manifest": str(filtered / "filtered" / "manifest.jsonl"),
-            "clip_only_manifest": str(filtered / CLIP_ONLY / "manifest.jsonl"),
+            "classes": classes,
+            "unfiltered_manifest": manifests(layout.generated),
+            "filtered_manifest": manifests(lambda p: layout.filtered(p) / "filtered"),
+            "clip_only_manifest": manifests(lambda p: layout.filtered(p) / CLIP_ONLY),
         }
     )
     if config.generation.coarse_only:
-        experiment["mix"]["coarse_only_manifest"] = str(
-            filtered / COARSE_ONLY / "filtered" / "manifest.jsonl"
+        experiment["mix"]["coarse_only_manifest"] = manifests(
+            lambda p: layout.filtered(p) / COARSE_ONLY / "filtered"
         )
-    inputs = ["split", f"generate-{subtype}", f"filter-{subtype}"]
     if external_test_stage(config, layout):
         experiment["data"]["external_croot"] = str(layout.external_test)
         inputs.append("external_test")
@@ -485,8 +515,16 @@ def all_stages(
     labels = labels or {}
     stages = data_stages(config, layout) + diffusion_stages(config, layout)
     stages += [generation_stage(config, layout, s, labels.get(s)) for s in subtypes]
+    others: list[str] = []  # one pool per other class, shared by its tasks
+    if config.generation.other_class:
+        for s in subtypes:
+            other = other_class(s, labels.get(s) or s, negative)
+            if other not in others:
+                others.append(other)
+        stages += [generation_stage(config, layout, other_key(o), o) for o in others]
     stages.append(clip_stage(config, layout))
     stages += [filter_stage(config, layout, s) for s in subtypes]
+    stages += [filter_stage(config, layout, other_key(o)) for o in others]
     external = external_test_stage(config, layout)
     stages += [external] if external else []
     stages += [classifier_stage(config, layout, s, labels.get(s), negative) for s in subtypes]
