@@ -39,8 +39,9 @@ def seed_scores(arm_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, list
     ]
     if not rows:
         raise SystemExit(f"{arm_dir}: no seed_*/{PREDICTIONS_FILE}")
-    paths = rows[0]["paths"]
-    if any(row["paths"] != paths for row in rows):
+    # File names, not paths: two run folders (copies of one run) score the same frames.
+    paths = [Path(path).name for path in rows[0]["paths"]]
+    if any([Path(path).name for path in row["paths"]] != paths for row in rows):
         raise SystemExit(f"{arm_dir}: seeds scored different {split} frames")
     scores = np.array([row["scores"] for row in rows])
     return np.array(rows[0]["labels"]), scores, paths, np.array(rows[0]["case_ids"])

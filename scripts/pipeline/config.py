@@ -216,13 +216,10 @@ PROFILES: dict[str, dict] = {
         "fine": {"profile": "long", "cpu_threads": 2},
         # 576 images per subtype: after the filter (~64% kept) enough for the ratio curve's
         # 10:1 on ~33 train positives; the arms at 1:1 draw from the same pool.
-        # other_class: the same images of the benign class join the arms at a matched share
-        # (benchmarks/synthetic_share.py: +0.037 FTC, +0.015 MTC over the rare class only).
         "generation": {
             "diversify": 288,
             "reference": 288,
             "coarse_only": 96,
-            "other_class": True,
             "options": {"steps": 30},
         },
         "clip": {"epochs": 30},
