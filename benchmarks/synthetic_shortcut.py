@@ -61,13 +61,14 @@ def out_of_fold_scores(
         torch.manual_seed(seed * 100 + fold)
         model = build_model("resnet18")
         optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
+        train_images = images[train]  # one copy per fold, not one per batch
         targets = torch.tensor(labels[train], dtype=torch.float32)
         for _ in range(epochs):
             model.train()
             order = torch.randperm(len(train))
             for start in range(0, len(train), 32):
                 batch = order[start : start + 32]
-                x = normalize(to_float(images[train][batch]))
+                x = normalize(to_float(train_images[batch]))
                 if torch.rand(1).item() < 0.5:
                     x = x.flip(-1)
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(

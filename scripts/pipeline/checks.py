@@ -51,14 +51,10 @@ def generation_checks(label: str, mode: str, folder: Path) -> dict[str, Check]:
 
 def classifier_checks(label: str, results: dict) -> dict[str, Check]:
     """Every arm's test AUC: on the independent test set when the run has one, else the split's."""
-    test_set, arms = (
-        ("independent", results["external"])
-        if "external" in results
-        else (
-            "split",
-            results["arms"],
-        )
-    )
+    if "external" in results:
+        test_set, arms = "independent", results["external"]
+    else:
+        test_set, arms = "split", results["arms"]
     return {
         f"{label}/auc_{test_set}/{arm}": Check(row["auc"], row["auc_low"], row["auc_high"])
         for arm, row in sorted(arms.items())

@@ -71,7 +71,7 @@ class GenerationSection:
     augment: str = "minority"
     # Also generate (and filter) the same images of each task's other class, and let the
     # classifier draw generated images equally often in both classes (train.synthetic_share
-    # "matched"): a ResNet tells generated from real frames apart (out-of-fold AUC ~0.97,
+    # "matched"): a ResNet tells generated from real frames apart (out-of-fold AUC 0.994,
     # benchmarks/synthetic_shortcut.py), so generated images in the rare class only teach
     # "looks generated, so positive" (benchmarks/synthetic_share.py).
     other_class: bool = False

@@ -515,12 +515,9 @@ def all_stages(
     labels = labels or {}
     stages = data_stages(config, layout) + diffusion_stages(config, layout)
     stages += [generation_stage(config, layout, s, labels.get(s)) for s in subtypes]
-    others: list[str] = []  # one pool per other class, shared by its tasks
+    others: list[str] = []  # one pool per other class, shared by its tasks (first-seen order)
     if config.generation.other_class:
-        for s in subtypes:
-            other = other_class(s, labels.get(s) or s, negative)
-            if other not in others:
-                others.append(other)
+        others = list(dict.fromkeys(other_class(s, labels.get(s) or s, negative) for s in subtypes))
         stages += [generation_stage(config, layout, other_key(o), o) for o in others]
     stages.append(clip_stage(config, layout))
     stages += [filter_stage(config, layout, s) for s in subtypes]
