@@ -233,15 +233,22 @@ def run_one(
 
 
 def summarize(
-    config: ExperimentConfig, runs: dict[str, dict[int, dict]], root: Path, split: str = "test"
+    config: ExperimentConfig,
+    runs: dict[str, dict[int, dict]],
+    root: Path,
+    split: str = "test",
+    folders: dict[str, str] | None = None,
 ) -> dict:
     """Per-arm seed-mean AUC with bootstrap CI, and paired difference to the real-only arm, on
-    the split's test set or (split="external") on the independent test set."""
+    the split's test set or (split="external") on the independent test set. `folders` names the
+    folder of a run that another run name reuses (a ratio arm identical to a main arm)."""
+    folders = folders or {}
     scores, labels, groups = {}, None, None
     for arm, by_seed in runs.items():
         rows = []
         for seed in sorted(by_seed):
-            predictions = json.loads((root / arm / f"seed_{seed}" / PREDICTIONS_FILE).read_text())
+            folder = root / folders.get(arm, arm) / f"seed_{seed}"
+            predictions = json.loads((folder / PREDICTIONS_FILE).read_text())
             test = predictions[split]
             if labels is not None and test["labels"] != labels.tolist():
                 raise ValueError(f"{arm}/seed_{seed}: {split} set differs between runs")
@@ -312,12 +319,15 @@ def ratio_curve(
     test: list[ImageItem],
     root: Path,
     cache: ImageCache,
-    real_runs: dict[int, dict],
+    main_runs: dict[str, dict[int, dict]],
+    main_counts: dict[int, int],
     external: list[ImageItem] | None = None,
 ) -> list[dict]:
     """ΔAUC vs real only of the duplicated-real control and the filtered synthetic arm at each
     synthetic-to-real ratio (counts capped by the pool: `count` says what was reached); with an
-    independent test set, the same on it (`external_*`)."""
+    independent test set, the same on it (`external_*`). A ratio whose counts equal the main
+    arms' reuses those runs: the same images and seeds would train the same model again."""
+    real_runs = main_runs.get("real", {})
     if "synthetic_filtered" not in pools or not real_runs:
         raise ValueError("the ratio curve needs the 'real' and 'synthetic_filtered' arms")
     rows = []
@@ -326,8 +336,12 @@ def ratio_curve(
             real_train, [pools["synthetic_filtered"]], config.mix.classes, ratio, -1
         )
         runs: dict[str, dict[int, dict]] = {"real": real_runs}
+        folders: dict[str, str] = {}
         for arm in RATIO_ARMS:
             name = f"ratio_{ratio:g}/{arm}"
+            if counts == main_counts and set(config.seeds) <= set(main_runs.get(arm, {})):
+                runs[name], folders[name] = main_runs[arm], arm
+                continue
             runs[name] = {}
             for seed in config.seeds:
                 items, augmentation = arm_training_set(arm, real_train, pools, counts, seed)
@@ -335,8 +349,10 @@ def ratio_curve(
                 runs[name][seed] = run_one(
                     config, arm, seed, items, augmentation, valid, test, folder, cache, external
                 )
-        summary = summarize(config, runs, root)["arms"]
-        on_external = summarize(config, runs, root, EXTERNAL_SPLIT)["arms"] if external else {}
+        summary = summarize(config, runs, root, folders=folders)["arms"]
+        on_external = (
+            summarize(config, runs, root, EXTERNAL_SPLIT, folders)["arms"] if external else {}
+        )
         real_counts = class_counts(real_train)
         for arm in RATIO_ARMS:
             row = summary[f"ratio_{ratio:g}/{arm}"]
@@ -345,6 +361,7 @@ def ratio_curve(
                     "ratio": ratio,
                     "arm": arm,
                     "count": {str(c): n for c, n in counts.items()},
+                    "runs": folders.get(f"ratio_{ratio:g}/{arm}", f"ratio_{ratio:g}/{arm}"),
                     "ratio_reached": {
                         str(c): round(n / max(real_counts.get(c, 0), 1), 3)
                         for c, n in counts.items()
@@ -420,7 +437,7 @@ def run_experiment(config: ExperimentConfig) -> dict:
         results[EXTERNAL_SPLIT] = summarize(config, runs, root, EXTERNAL_SPLIT)["arms"]
     if config.ratios:
         results["ratio_curve"] = ratio_curve(
-            config, real_train, pools, valid, test, root, cache, runs.get("real", {}), external
+            config, real_train, pools, valid, test, root, cache, runs, counts, external
         )
     write_json(root / "results.json", results)
     write_report(root, results, layout, pools, counts)

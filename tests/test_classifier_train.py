@@ -255,18 +255,28 @@ def test_ratio_curve_runs_both_arms_at_each_ratio_with_growing_counts(tmp_path, 
     args += ["--arch", "resnet18", "--epochs", "1", "--batch-size", "16", "--no-progress"]
     args += ["--seeds", "1", "--n-bootstrap", "50", "--run-dir", str(run_dir), "--arms"]
     args += ["real", "dup_real", "synthetic_filtered", "--filtered-manifest", str(filtered)]
-    args += ["--ratios", "0.5", "2"]
+    args += ["--ratios", "0.5", "1", "2"]
     assert main(args) == 0
     root = run_dir / SUBTYPE
-    curve = json.loads((root / "results.json").read_text())["ratio_curve"]
+    results = json.loads((root / "results.json").read_text())
+    curve = results["ratio_curve"]
     assert [(row["ratio"], row["arm"]) for row in curve] == [
         (0.5, "dup_real"),
         (0.5, "synthetic_filtered"),
+        (1.0, "dup_real"),
+        (1.0, "synthetic_filtered"),
         (2.0, "dup_real"),
         (2.0, "synthetic_filtered"),
     ]
-    low, high = curve[1]["count"]["1"], curve[3]["count"]["1"]
-    assert 0 < low < high and curve[3]["ratio_reached"]["1"] > curve[1]["ratio_reached"]["1"]
+    low, high = curve[1]["count"]["1"], curve[5]["count"]["1"]
+    assert 0 < low < high and curve[5]["ratio_reached"]["1"] > curve[1]["ratio_reached"]["1"]
+    # Ratio 1 adds what the main arms add: their runs are reused, not trained again.
+    assert curve[3]["count"]["1"] == results["setup"]["extra_per_class"]["1"]
+    assert [row["runs"] for row in curve[2:4]] == ["dup_real", "synthetic_filtered"]
+    assert not (root / "ratio_1").exists() and (root / "ratio_2/dup_real/seed_1").is_dir()
+    for row in curve[2:4]:
+        assert row["auc"] == results["arms"][row["arm"]]["auc"]
+        assert row["delta_auc"] == results["arms"][row["arm"]]["delta_auc"]
     added = json.loads((root / "ratio_2/synthetic_filtered/seed_1/composition.json").read_text())
     assert added["synthetic_1"] == high
     assert all(row["delta_low"] <= row["delta_auc"] <= row["delta_high"] for row in curve)
