@@ -331,6 +331,7 @@ def ratio_curve(
     if "synthetic_filtered" not in pools or not real_runs:
         raise ValueError("the ratio curve needs the 'real' and 'synthetic_filtered' arms")
     rows = []
+    real_counts = class_counts(real_train)
     for ratio in config.ratios:
         counts = matched_counts(
             real_train, [pools["synthetic_filtered"]], config.mix.classes, ratio, -1
@@ -353,15 +354,15 @@ def ratio_curve(
         on_external = (
             summarize(config, runs, root, EXTERNAL_SPLIT, folders)["arms"] if external else {}
         )
-        real_counts = class_counts(real_train)
         for arm in RATIO_ARMS:
-            row = summary[f"ratio_{ratio:g}/{arm}"]
+            name = f"ratio_{ratio:g}/{arm}"
+            row = summary[name]
             rows.append(
                 {
                     "ratio": ratio,
                     "arm": arm,
                     "count": {str(c): n for c, n in counts.items()},
-                    "runs": folders.get(f"ratio_{ratio:g}/{arm}", f"ratio_{ratio:g}/{arm}"),
+                    "runs": folders.get(name, name),
                     "ratio_reached": {
                         str(c): round(n / max(real_counts.get(c, 0), 1), 3)
                         for c, n in counts.items()
@@ -369,7 +370,7 @@ def ratio_curve(
                     **{key: row[key] for key in ("auc", "delta_auc", "delta_low", "delta_high")},
                     "delta_p": row["delta_p"],
                     **{
-                        f"external_{key}": on_external[f"ratio_{ratio:g}/{arm}"][key]
+                        f"external_{key}": on_external[name][key]
                         for key in ("auc", "delta_auc", "delta_low", "delta_high", "delta_p")
                         if on_external
                     },
