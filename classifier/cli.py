@@ -43,6 +43,12 @@ def _add_train(parser: argparse.ArgumentParser) -> None:
         choices=["weighted_loss", "weighted_sampler", "focal", "none"],
     )
     parser.add_argument("--patience", type=int, default=defaults.patience)
+    parser.add_argument(
+        "--min-epochs",
+        type=int,
+        default=defaults.min_epochs,
+        help="model selection and early stopping start at this epoch",
+    )
     parser.add_argument("--warmup-epochs", type=int, default=defaults.warmup_epochs)
     parser.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "fp16", "bf16"])
     parser.add_argument("--no-progress", action="store_true")
@@ -65,6 +71,7 @@ def _configs(args) -> tuple[DataConfig, ModelConfig, TrainConfig, EvalConfig]:
         weight_decay=args.weight_decay,
         imbalance=args.imbalance,
         patience=args.patience,
+        min_epochs=args.min_epochs,
         warmup_epochs=args.warmup_epochs,
         mixed_precision=args.mixed_precision,
         progress=not args.no_progress,

@@ -40,6 +40,9 @@ class TrainConfig:
     focal_gamma: float = 2.0
     augmentation: Literal["none", "standard", "strong"] = "standard"
     patience: int = 8  # epochs without a better validation AUC before stopping
+    # Model selection and early stopping start at this epoch (capped at `epochs`): on a small
+    # validation set an undertrained early model can win by chance (README, model selection).
+    min_epochs: int = 1
     seed: int = 0
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     eval_batch_size: int = 64

@@ -239,7 +239,8 @@ def summarize(
     split: str = "test",
     folders: dict[str, str] | None = None,
 ) -> dict:
-    """Per-arm seed-mean AUC with bootstrap CI, and paired difference to the real-only arm, on
+    """Per-arm seed-mean AUC with a bootstrap CI over test cases and seeds, and the paired
+    difference to the real-only arm, on
     the split's test set or (split="external") on the independent test set. `folders` names the
     folder of a run that another run name reuses (a ratio arm identical to a main arm)."""
     folders = folders or {}
@@ -265,6 +266,7 @@ def summarize(
             config.eval.ci,
             config.eval.seed,
             groups,
+            resample_seeds=True,
         )
         seed_aucs = [auc(labels, row) for row in scores[arm]]
         row = {
@@ -295,6 +297,7 @@ def summarize(
                 config.eval.ci,
                 config.eval.seed,
                 groups,
+                resample_seeds=True,
             )
             row.update(
                 {

@@ -3,7 +3,9 @@ metrics at that threshold, and the paired bootstrap between arms (same test imag
 resamples, averaged over seeds).
 
 Bootstrap resamples are stratified by class; when case ids are given, whole cases are resampled
-(images of one patient are not independent).
+(images of one patient are not independent). Across several seeds the experiment also resamples
+the seeds (`resample_seeds`): on a large test set training variance, not test sampling, is most
+of the uncertainty.
 """
 
 from __future__ import annotations
@@ -73,6 +75,21 @@ def mean_auc(labels: np.ndarray, scores: np.ndarray, index: np.ndarray | None = 
     return float(np.mean([auc(labels[index], row[index]) for row in scores]))
 
 
+def seed_aucs(labels: np.ndarray, scores: np.ndarray, resamples: list[np.ndarray]) -> np.ndarray:
+    """[resample, seed] AUCs of `scores` ([seeds, n] or [n]) on each test resample."""
+    scores = np.atleast_2d(scores)
+    return np.array([[auc(labels[i], row[i]) for row in scores] for i in resamples])
+
+
+def seed_means(aucs: np.ndarray, resample_seeds: bool, rng: np.random.Generator) -> np.ndarray:
+    """Seed-mean AUC per resample; with `resample_seeds`, over seeds drawn with replacement
+    (a two-level bootstrap: the CI then covers training variance, not only test sampling)."""
+    if not resample_seeds or aucs.shape[1] == 1:
+        return aucs.mean(axis=1)
+    drawn = rng.integers(0, aucs.shape[1], aucs.shape)
+    return np.take_along_axis(aucs, drawn, axis=1).mean(axis=1)
+
+
 def auc_ci(
     labels: np.ndarray,
     scores: np.ndarray,
@@ -80,13 +97,14 @@ def auc_ci(
     ci: float = 0.95,
     seed: int = 0,
     groups: np.ndarray | None = None,
+    resample_seeds: bool = False,
 ) -> Estimate:
-    """Seed-mean AUC with a percentile bootstrap CI over test images (or cases)."""
+    """Seed-mean AUC with a percentile bootstrap CI over test images (or cases), and over
+    seeds too with `resample_seeds`."""
     labels = np.asarray(labels)
-    draws = [
-        mean_auc(labels, scores, i) for i in bootstrap_indices(labels, n_resamples, seed, groups)
-    ]
-    return Estimate(mean_auc(labels, scores), *percentile_ci(np.array(draws), ci))
+    aucs = seed_aucs(labels, scores, bootstrap_indices(labels, n_resamples, seed, groups))
+    draws = seed_means(aucs, resample_seeds, np.random.default_rng([seed, 1]))
+    return Estimate(mean_auc(labels, scores), *percentile_ci(draws, ci))
 
 
 def paired_difference(
@@ -97,15 +115,16 @@ def paired_difference(
     ci: float = 0.95,
     seed: int = 0,
     groups: np.ndarray | None = None,
+    resample_seeds: bool = False,
 ) -> Estimate:
-    """Seed-mean AUC(arm) − AUC(reference) on the same resamples; two-sided bootstrap p."""
+    """Seed-mean AUC(arm) − AUC(reference) on the same test resamples; two-sided bootstrap p.
+    With `resample_seeds` each arm's seeds are also drawn with replacement, independently (the
+    two arms' trainings are different runs), so the CI and p include training variance."""
     labels = np.asarray(labels)
-    draws = np.array(
-        [
-            mean_auc(labels, scores_arm, i) - mean_auc(labels, scores_reference, i)
-            for i in bootstrap_indices(labels, n_resamples, seed, groups)
-        ]
-    )
+    resamples = bootstrap_indices(labels, n_resamples, seed, groups)
+    rng = np.random.default_rng([seed, 2])
+    draws = seed_means(seed_aucs(labels, scores_arm, resamples), resample_seeds, rng)
+    draws = draws - seed_means(seed_aucs(labels, scores_reference, resamples), resample_seeds, rng)
     draws = draws[np.isfinite(draws)]
     observed = mean_auc(labels, scores_arm) - mean_auc(labels, scores_reference)
     p_value = min(1.0, 2 * min((draws <= 0).mean(), (draws >= 0).mean()))

@@ -183,11 +183,12 @@ def write_report(
     config = setup["config"]
     summary_line = (
         f"{config['model']['arch']}, {config['data']['image_size']} px, "
-        f"{config['train']['epochs']} epochs max (patience {config['train']['patience']}), "
+        f"{config['train']['epochs']} epochs max (patience {config['train']['patience']}, "
+        f"selection from epoch {config['train'].get('min_epochs', 1)}), "
         f"{config['train']['optimizer']} lr {config['train']['lr']}, "
         f"imbalance: {config['train']['imbalance']}, seeds {config['seeds']}, "
         f"threshold: {config['eval']['threshold']} on validation, "
-        f"{config['eval']['n_bootstrap']} bootstrap resamples by case"
+        f"{config['eval']['n_bootstrap']} bootstrap resamples by case and seed"
     )
     tables = [
         ("Data (real images per split and class)", (["split", "class 0", "class 1"], counts_rows)),

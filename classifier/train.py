@@ -293,7 +293,8 @@ def train_classifier(
     cache: ImageCache | None = None,
     accelerator: Accelerator | None = None,
 ) -> TrainState:
-    """Train; best-validation-AUC model goes to run_dir/best/, resumes from run_dir/checkpoint/."""
+    """Train; best-validation-AUC model (from epoch `min_epochs` on) goes to run_dir/best/,
+    resumes from run_dir/checkpoint/."""
     run_dir = Path(run_dir)
     for item in train_items:
         if item.split != "train":
@@ -345,7 +346,8 @@ def train_classifier(
         }
         state.history.append(record)
         state.epoch = epoch + 1
-        if val_auc > state.best_val_auc:
+        eligible = epoch + 1 >= min(train_config.min_epochs, train_config.epochs)
+        if eligible and val_auc > state.best_val_auc:
             state.best_val_auc, state.best_epoch = val_auc, epoch + 1
             state.epochs_without_improvement = 0
             if accelerator.is_main_process:
@@ -355,7 +357,7 @@ def train_classifier(
                     model_config.arch,
                     {"epoch": epoch + 1, "val_auc": val_auc, "image_size": data_config.image_size},
                 )
-        else:
+        elif eligible:
             state.epochs_without_improvement += 1
         stop = state.epochs_without_improvement >= train_config.patience
         state.finished = stop or state.epoch >= train_config.epochs

@@ -113,3 +113,24 @@ def test_paired_difference_identical_and_different_arms():
     assert same.value == 0 and same.low == 0 and same.high == 0 and same.p_value == 1
     better = paired_difference(labels, good, poor, n_resamples=200)
     assert better.value > 0.2 and better.low > 0 and better.p_value < 0.01
+
+
+def test_resampling_seeds_widens_the_ci_by_the_training_spread():
+    """Three seeds of one arm far apart (AUC ~0.6, ~0.75, ~0.9) on a large test set: the test
+    bootstrap alone gives a narrow CI; resampling the seeds too gives one that spans them.
+    With one seed there is nothing to resample and the CI is unchanged."""
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 3000)
+    spread = np.stack([rng.random(3000) + labels * strength for strength in (0.35, 0.9, 1.8)])
+    steady = np.stack([rng.random(3000) + labels * 0.9 for _ in range(3)])
+    narrow = auc_ci(labels, spread, n_resamples=300)
+    wide = auc_ci(labels, spread, n_resamples=300, resample_seeds=True)
+    assert wide.value == narrow.value
+    assert wide.high - wide.low > 4 * (narrow.high - narrow.low)
+    one = auc_ci(labels, spread[1], n_resamples=300, resample_seeds=True)
+    assert one == auc_ci(labels, spread[1], n_resamples=300)
+    test_only = paired_difference(labels, spread, steady, n_resamples=300)
+    both = paired_difference(labels, spread, steady, n_resamples=300, resample_seeds=True)
+    assert both.value == test_only.value
+    assert both.high - both.low > 4 * (test_only.high - test_only.low)
+    assert both.p_value > test_only.p_value

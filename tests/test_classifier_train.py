@@ -149,6 +149,25 @@ def test_a_finished_run_keeps_its_history_and_no_resume_weights(tmp_path, croot,
     assert again.finished and again.history == first.history
 
 
+def test_selection_and_early_stopping_start_at_min_epochs(tmp_path, croot, monkeypatch):
+    """A falling validation AUC (0.9, 0.8, 0.7) makes epoch 1 the best and, with patience 1,
+    stops at epoch 2; with min_epochs 3 neither selection nor patience counts before epoch 3."""
+    layout = read_layout(croot, SUBTYPE, ("train", "valid"))
+    data, model = DataConfig(str(croot), SUBTYPE, 32), ModelConfig("resnet18")
+    states = {}
+    for floor in (1, 3):
+        falling = iter([0.9, 0.8, 0.7])
+        monkeypatch.setattr(train_module, "auc", lambda labels, scores, vals=falling: next(vals))
+        config = TrainConfig(**{**TINY.__dict__, "epochs": 3, "patience": 1, "min_epochs": floor})
+        states[floor] = train_classifier(
+            layout["train"], layout["valid"], tmp_path / str(floor), model, config, data
+        )
+    assert (states[1].best_epoch, states[1].epoch) == (1, 2)
+    assert (states[3].best_epoch, states[3].epoch, states[3].best_val_auc) == (3, 3, 0.7)
+    saved = json.loads((tmp_path / "3" / "best" / "config.json").read_text())
+    assert saved["epoch"] == 3
+
+
 def test_experiment_cli_report_and_matched_arms(tmp_path, croot):
     unfiltered = build_toy_manifest(tmp_path / "gen", SUBTYPE, (0, 6), size=32, seed=7)
     filtered = build_toy_manifest(tmp_path / "filt", SUBTYPE, (0, 8), 32, 8, kept_fraction=0.7)

@@ -385,8 +385,8 @@ def classifier_section(
             + ", ".join(f"{s} {real[s]['0']} / {real[s]['1']}" for s in ("train", "valid", "test"))
             + f". Arms 3-5 and 7-9 add {added_images(setup, label, negative)} to train/ (arm 3 "
             "duplicates real ones: the count-matched control). AUC is the seed "
-            "mean with a case-level bootstrap 95% CI; Δ is paired against arm 1, and against "
-            "arm 3, on the same test images."
+            "mean with a 95% CI from a bootstrap over test cases and seeds (training variance "
+            "included); Δ is paired against arm 1, and against arm 3, on the same test images."
         )
         rows = []
         arms = results["arms"]
