@@ -3,7 +3,8 @@
 A long run's classifier stage writes results.json only when every arm, seed and ratio is done.
 This scores the arms whose every seed has finished, with the stage's own `summarize` (seed-mean
 AUC, bootstrap CI over cases, paired ΔAUC against real only and duplicated real), so a stopped
-session can report what is already measured. The final numbers come from the stage itself.
+session can report what is already measured. The final numbers come from the stage itself. On a
+finished stage it re-scores the arms with today's `summarize` (e.g. after a change to the CIs).
 
     python -m benchmarks.interim_arms --run runs/long --subtype FTC \\
         --out benchmarks/results/interim_arms_long_FTC.json
@@ -35,6 +36,12 @@ def main() -> None:
     parser.add_argument("--run", required=True, help="a `tiger run` folder")
     parser.add_argument("--subtype", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--split",
+        default=EXTERNAL_SPLIT,
+        choices=[EXTERNAL_SPLIT, "test"],
+        help="the independent test set (default) or the split's own (a run without one: DDTI)",
+    )
     args = parser.parse_args()
     folder = Path(args.run) / "classifier"
     config = load_experiment_config(folder / f"{args.subtype}.experiment.json")
@@ -42,16 +49,17 @@ def main() -> None:
     runs = finished_runs(root, tuple(config.arms), tuple(config.seeds))
     if "real" not in runs:
         raise SystemExit(f"{root}: the real-only arm has not finished every seed yet")
-    arms = summarize(config, runs, root, EXTERNAL_SPLIT)["arms"]
+    arms = summarize(config, runs, root, args.split)["arms"]
     keys = ("auc", "auc_low", "auc_high", "auc_sd_over_seeds", "seed_aucs")
     keys += ("delta_auc", "delta_low", "delta_high", "delta_p")
     keys += ("dup_delta_auc", "dup_delta_low", "dup_delta_high", "dup_delta_p")
     report = {
         "run": args.run,
         "subtype": args.subtype,
-        "split": EXTERNAL_SPLIT,
+        "split": args.split,
         "seeds": list(config.seeds),
-        "interim": "arms with every seed finished; the stage was still running",
+        "interim": "arms with every seed finished, scored with today's summarize"
+        + ("" if (root / "results.json").is_file() else "; the stage was still running"),
         "arms": {arm: {k: row[k] for k in keys if k in row} for arm, row in arms.items()},
     }
     write_json(Path(args.out), report)
