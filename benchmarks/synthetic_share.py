@@ -9,7 +9,7 @@ images are drawn equally often within each class, so their look carries no label
 This reads two finished classifier experiments on the same splits and seeds (natural: the
 pipeline's arms; matched: `mix.classes [0, 1]`, `mix.per_class_count` = the natural run's count,
 `train.synthetic_share matched`) and scores every arm on the independent test set, paired on the
-same frames (case-level bootstrap, seed-mean AUC): each run's synthetic arm against its own
+same frames (bootstrap over cases and seeds, seed-mean AUC): each run's synthetic arm against its own
 duplicated-real control, and the matched synthetic arm against the natural one.
 
     python -m benchmarks.synthetic_share --natural runs/quick2_seeds/classifier \
@@ -68,13 +68,18 @@ def compare_runs(natural: Path, matched: Path, label: str, split: str) -> dict:
     labels, _, groups = reference
 
     def delta(a: str, b: str) -> dict:
-        return estimate(paired_difference(labels, scores[a], scores[b], groups=groups))
+        return estimate(
+            paired_difference(labels, scores[a], scores[b], groups=groups, resample_seeds=True)
+        )
 
     return {
         "frames": len(labels),
         "positives": int(labels.sum()),
         "seeds": int(scores["natural/real"].shape[0]),
-        "auc": {k: estimate(auc_ci(labels, v, groups=groups)) for k, v in scores.items()},
+        "auc": {
+            k: estimate(auc_ci(labels, v, groups=groups, resample_seeds=True))
+            for k, v in scores.items()
+        },
         "natural_synthetic_vs_dup_real": delta("natural/synthetic_filtered", "natural/dup_real"),
         "matched_synthetic_vs_dup_real": delta("matched/synthetic_filtered", "matched/dup_real"),
         "matched_synthetic_vs_natural_dup_real": delta(
