@@ -240,9 +240,9 @@ def summarize(
     folders: dict[str, str] | None = None,
 ) -> dict:
     """Per-arm seed-mean AUC with a bootstrap CI over test cases and seeds, and the paired
-    difference to the real-only arm, on
-    the split's test set or (split="external") on the independent test set. `folders` names the
-    folder of a run that another run name reuses (a ratio arm identical to a main arm)."""
+    difference to the real-only arm, on the split's test set or (split="external") on the
+    independent test set. `folders` names the folder of a run that another run name reuses (a
+    ratio arm identical to a main arm)."""
     folders = folders or {}
     scores, labels, groups = {}, None, None
     for arm, by_seed in runs.items():
