@@ -14,6 +14,10 @@ set (`"test_set"` says which). Writes
 and prints the comparison as a markdown table (our rows beside the paper's).
 
     python -m benchmarks.phantom_comparison --run runs/tiger_long --profile long
+
+With `--finished-runs` a stage still running is read from its finished trainings instead: the
+main arms whose every seed is done and the ratio-curve rows whose every seed is done, scored
+with the stage's own `summarize`; the files then say `"partial": true` and what is missing.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import argparse
 import json
 from pathlib import Path
 
-from classifier.config import ALL_ARMS
+from benchmarks.interim_arms import finished_runs
+from classifier.config import ALL_ARMS, load_experiment_config
+from classifier.experiment import EXTERNAL_SPLIT, RATIO_ARMS, summarize
 from metadata.atomic import write_json
 
 # Dai et al. 2025, ResNet50 test AUROC, benign vs FTC / MTC (issue 22), by our matching arm.
@@ -87,6 +93,47 @@ def gain_entry(summary: dict) -> dict:
     }
 
 
+def ratio_rows(config, root: Path, runs: dict) -> tuple[list[dict], list[str]]:
+    """The ratio curve's rows whose every seed has finished (same keys as the stage's), and the
+    rows still missing. The ratio equal to the main arms' (`mix.ratio`) reuses their runs."""
+    rows, missing = [], []
+    for ratio in config.ratios:
+        for arm in RATIO_ARMS:
+            name = f"ratio_{ratio:g}/{arm}"
+            reused = not (root / name).exists() and ratio == config.mix.ratio and arm in runs
+            found = {arm: runs[arm]} if reused else finished_runs(root, (name,), config.seeds)
+            if not found:
+                missing.append(name)
+                continue
+            folders = {name: arm} if reused else {}
+            pair = {"real": runs["real"], name: next(iter(found.values()))}
+            row = {"ratio": ratio, "arm": arm, "runs": folders.get(name, name)}
+            for prefix, split in (("", "test"), ("external_", EXTERNAL_SPLIT)):
+                scored = summarize(config, pair, root, split, folders)["arms"][name]
+                for key in ("auc", "delta_auc", "delta_low", "delta_high", "delta_p"):
+                    row[prefix + key] = scored[key]
+            rows.append(row)
+    return rows, missing
+
+
+def finished_results(folder: Path, label: str) -> dict:
+    """A results.json-shaped dict of one task's finished trainings (`partial`, `missing`)."""
+    config = load_experiment_config(folder / f"{label}.experiment.json")
+    root = folder / label
+    runs = finished_runs(root, tuple(config.arms), tuple(config.seeds))
+    if "real" not in runs:
+        raise SystemExit(f"{root}: the real-only arm has not finished every seed yet")
+    curve, missing = ratio_rows(config, root, runs)
+    return {
+        "setup": json.loads((root / "experiment.json").read_text()),
+        "arms": summarize(config, runs, root)["arms"],
+        EXTERNAL_SPLIT: summarize(config, runs, root, EXTERNAL_SPLIT)["arms"],
+        "ratio_curve": curve,
+        "partial": True,
+        "missing": [arm for arm in config.arms if arm not in runs] + missing,
+    }
+
+
 def markdown(comparison: dict) -> str:
     labels = [k for k in comparison if k not in ("paper", "runs")]
     header = "| arm | paper's row | " + " | ".join(
@@ -99,7 +146,10 @@ def markdown(comparison: dict) -> str:
         name, paper = PAPER.get(arm, ("—", {}))
         cells = [arm, name]
         for label in labels:
-            row = comparison[label]["arms"][arm]
+            row = comparison[label]["arms"].get(arm)
+            if row is None:  # a partial comparison: this arm has not finished for this task
+                cells += [f"{paper[label]:.3f}" if label in paper else "—", "—", "—"]
+                continue
             vs = row["vs_dup_real"]
             cells += [
                 f"{paper[label]:.3f}" if label in paper else "—",
@@ -115,18 +165,33 @@ def main() -> None:
     parser.add_argument("--run", required=True, help="a finished `tiger run` folder")
     parser.add_argument("--profile", required=True, help="names the output files")
     parser.add_argument("--results", default="benchmarks/results")
+    parser.add_argument(
+        "--finished-runs",
+        action="store_true",
+        help="score a stage still running from its finished trainings (marked partial)",
+    )
     args = parser.parse_args()
 
     run = Path(args.run)
     comparison: dict = {"runs": [str(run)], "paper": {a: p for a, p in PAPER.items()}}
     gain: dict = {}
-    for file in sorted((run / "classifier").glob("*/results.json")):
-        results = json.loads(file.read_text())
-        label = file.parent.name
+    if args.finished_runs:
+        labels = sorted(
+            p.name.split(".")[0] for p in (run / "classifier").glob("*.experiment.json")
+        )
+        tasks = [(label, finished_results(run / "classifier", label)) for label in labels]
+    else:
+        files = sorted((run / "classifier").glob("*/results.json"))
+        tasks = [(file.parent.name, json.loads(file.read_text())) for file in files]
+    for label, results in tasks:
         summary = task_summary(results)
         summary["ratio_curve"] = results.get("ratio_curve", [])
+        if results.get("partial"):
+            summary.update(partial=True, missing=results["missing"])
         comparison[label] = summary
         gain[label] = gain_entry(summary)
+        if results.get("partial"):
+            gain[label].update(partial=True, missing=results["missing"])
     if not gain:
         raise SystemExit(f"{run}: no classifier/*/results.json")
     out = Path(args.results)
