@@ -9,8 +9,8 @@ images are drawn equally often within each class, so their look carries no label
 This reads two finished classifier experiments on the same splits and seeds (natural: the
 pipeline's arms; matched: `mix.classes [0, 1]`, `mix.per_class_count` = the natural run's count,
 `train.synthetic_share matched`) and scores every arm on the independent test set, paired on the
-same frames (bootstrap over cases and seeds, seed-mean AUC): each run's synthetic arm against its own
-duplicated-real control, and the matched synthetic arm against the natural one.
+same frames (bootstrap over cases and seeds, seed-mean AUC): each run's synthetic arm against its
+own duplicated-real control, and the matched synthetic arm against the natural one.
 
     python -m benchmarks.synthetic_share --natural runs/quick2_seeds/classifier \
         --matched runs/balanced/classifier --out benchmarks/results/synthetic_share_quick.json
