@@ -28,7 +28,14 @@ from pathlib import Path
 
 from benchmarks.interim_arms import finished_runs
 from classifier.config import ALL_ARMS, load_experiment_config
-from classifier.experiment import EXTERNAL_SPLIT, RATIO_ARMS, summarize
+from classifier.experiment import (
+    EXTERNAL_SPLIT,
+    RATIO_ARMS,
+    extra_counts,
+    ratio_plan,
+    real_train_and_pools,
+    summarize,
+)
 from metadata.atomic import write_json
 
 # Dai et al. 2025, ResNet50 test AUROC, benign vs FTC / MTC (issue 22), by our matching arm.
@@ -93,14 +100,19 @@ def gain_entry(summary: dict) -> dict:
     }
 
 
-def ratio_rows(config, root: Path, runs: dict) -> tuple[list[dict], list[str]]:
+def ratio_rows(
+    config, root: Path, runs: dict, matrices: dict | None = None
+) -> tuple[list[dict], list[str]]:
     """The ratio curve's rows whose every seed has finished (same keys as the stage's), and the
-    rows still missing. The ratio equal to the main arms' (`mix.ratio`) reuses their runs."""
+    rows still missing. Which ratio reuses the main arms' runs is the stage's own `ratio_plan`."""
+    _, real_train, pools = real_train_and_pools(config)
+    plan = ratio_plan(config, real_train, pools, extra_counts(config, real_train, pools))
     rows, missing = [], []
-    for ratio in config.ratios:
+    matrices = {} if matrices is None else matrices
+    for ratio, (_, reuses_main) in plan.items():
         for arm in RATIO_ARMS:
             name = f"ratio_{ratio:g}/{arm}"
-            reused = not (root / name).exists() and ratio == config.mix.ratio and arm in runs
+            reused = reuses_main and arm in runs
             found = {arm: runs[arm]} if reused else finished_runs(root, (name,), config.seeds)
             if not found:
                 missing.append(name)
@@ -109,7 +121,7 @@ def ratio_rows(config, root: Path, runs: dict) -> tuple[list[dict], list[str]]:
             pair = {"real": runs["real"], name: next(iter(found.values()))}
             row = {"ratio": ratio, "arm": arm, "runs": folders.get(name, name)}
             for prefix, split in (("", "test"), ("external_", EXTERNAL_SPLIT)):
-                scored = summarize(config, pair, root, split, folders)["arms"][name]
+                scored = summarize(config, pair, root, split, folders, matrices)["arms"][name]
                 for key in ("auc", "delta_auc", "delta_low", "delta_high", "delta_p"):
                     row[prefix + key] = scored[key]
             rows.append(row)
@@ -123,11 +135,12 @@ def finished_results(folder: Path, label: str) -> dict:
     runs = finished_runs(root, tuple(config.arms), tuple(config.seeds))
     if "real" not in runs:
         raise SystemExit(f"{root}: the real-only arm has not finished every seed yet")
-    curve, missing = ratio_rows(config, root, runs)
+    matrices: dict = {}  # each run's bootstrap AUCs, shared by the arms table and the curve
+    curve, missing = ratio_rows(config, root, runs, matrices)
     return {
         "setup": json.loads((root / "experiment.json").read_text()),
-        "arms": summarize(config, runs, root)["arms"],
-        EXTERNAL_SPLIT: summarize(config, runs, root, EXTERNAL_SPLIT)["arms"],
+        "arms": summarize(config, runs, root, matrices=matrices)["arms"],
+        EXTERNAL_SPLIT: summarize(config, runs, root, EXTERNAL_SPLIT, matrices=matrices)["arms"],
         "ratio_curve": curve,
         "partial": True,
         "missing": [arm for arm in config.arms if arm not in runs] + missing,

@@ -46,7 +46,14 @@ from classifier.layout import (
     class_counts,
     read_layout,
 )
-from classifier.metrics import auc, auc_ci, paired_difference
+from classifier.metrics import (
+    auc,
+    bootstrap_indices,
+    difference_from_aucs,
+    estimate_from_aucs,
+    mean_auc,
+    seed_aucs,
+)
 from classifier.mixing import (
     add_to_train,
     duplicate_real,
@@ -232,18 +239,25 @@ def run_one(
     return metrics
 
 
+AucMatrices = dict[tuple[str, str, tuple[int, ...]], np.ndarray]
+
+
 def summarize(
     config: ExperimentConfig,
     runs: dict[str, dict[int, dict]],
     root: Path,
     split: str = "test",
     folders: dict[str, str] | None = None,
+    matrices: AucMatrices | None = None,
 ) -> dict:
     """Per-arm seed-mean AUC with a bootstrap CI over test cases and seeds, and the paired
     difference to the real-only arm, on the split's test set or (split="external") on the
     independent test set. `folders` names the folder of a run that another run name reuses (a
-    ratio arm identical to a main arm)."""
+    ratio arm identical to a main arm). Each run's [resample, seed] AUC matrix is computed once
+    and kept in `matrices` (keyed by split, folder and seeds), so a control that every arm is
+    paired with, or that several calls share, is scored once."""
     folders = folders or {}
+    matrices = {} if matrices is None else matrices
     scores, labels, groups = {}, None, None
     for arm, by_seed in runs.items():
         rows = []
@@ -256,26 +270,38 @@ def summarize(
             labels, groups = np.array(test["labels"]), np.array(test["case_ids"])
             rows.append(test["scores"])
         scores[arm] = np.array(rows)
+    resamples: list[np.ndarray] = []
+
+    def matrix(arm: str) -> np.ndarray:
+        key = (split, folders.get(arm, arm), tuple(sorted(runs[arm])))
+        if key not in matrices:
+            if not resamples:
+                resamples.extend(
+                    bootstrap_indices(labels, config.eval.n_bootstrap, config.eval.seed, groups)
+                )
+            matrices[key] = seed_aucs(labels, scores[arm], resamples)
+        return matrices[key]
+
     summary = {}
     reference = "real" if "real" in scores else ""
     for arm, by_seed in runs.items():
-        estimate = auc_ci(
-            labels,
-            scores[arm],
-            config.eval.n_bootstrap,
+        per_seed_auc = [auc(labels, row) for row in scores[arm]]
+        estimate = estimate_from_aucs(
+            float(np.mean(per_seed_auc)),
+            matrix(arm),
             config.eval.ci,
             config.eval.seed,
-            groups,
             resample_seeds=True,
         )
-        seed_aucs = [auc(labels, row) for row in scores[arm]]
         row = {
             "auc": estimate.value,
             "auc_low": estimate.low,
             "auc_high": estimate.high,
-            "auc_sd_over_seeds": float(np.std(seed_aucs, ddof=1)) if len(seed_aucs) > 1 else 0.0,
-            "seed_aucs": seed_aucs,
-            "n_seeds": len(seed_aucs),
+            "auc_sd_over_seeds": (
+                float(np.std(per_seed_auc, ddof=1)) if len(per_seed_auc) > 1 else 0.0
+            ),
+            "seed_aucs": per_seed_auc,
+            "n_seeds": len(per_seed_auc),
         }
         for key in METRIC_KEYS:  # nan (e.g. PPV with no positive call) is left out of the mean
             per_seed = [by_seed[s] if split == "test" else by_seed[s][split] for s in by_seed]
@@ -289,14 +315,12 @@ def summarize(
             skip = {control, reference} if prefix == "dup_delta" else {control}
             if control not in scores or arm in skip:
                 continue
-            difference = paired_difference(
-                labels,
-                scores[arm],
-                scores[control],
-                config.eval.n_bootstrap,
+            difference = difference_from_aucs(
+                mean_auc(labels, scores[arm]) - mean_auc(labels, scores[control]),
+                matrix(arm),
+                matrix(control),
                 config.eval.ci,
                 config.eval.seed,
-                groups,
                 resample_seeds=True,
             )
             row.update(
@@ -312,6 +336,35 @@ def summarize(
 
 
 RATIO_ARMS = ("dup_real", "synthetic_filtered")
+
+
+def ratio_plan(
+    config: ExperimentConfig,
+    real_train: list[ImageItem],
+    pools: dict[str, list[ImageItem]],
+    main_counts: dict[int, int],
+) -> dict[float, tuple[dict[int, int], bool]]:
+    """Per ratio of the curve: the per-class counts (capped by the filtered pool) and whether
+    they equal the main arms' counts, in which case the ratio's rows reuse the main runs (the
+    same images and seeds would train the same model again)."""
+    plan = {}
+    for ratio in config.ratios:
+        counts = matched_counts(
+            real_train, [pools["synthetic_filtered"]], config.mix.classes, ratio, -1
+        )
+        plan[ratio] = (counts, counts == main_counts)
+    return plan
+
+
+def real_train_and_pools(
+    config: ExperimentConfig,
+) -> tuple[dict[str, list[ImageItem]], list[ImageItem], dict[str, list[ImageItem]]]:
+    """The layout, its real train images and the synthetic pools: what every arm draws from.
+    Synthetic rows the exporter placed in train/ are left out: synthetic images enter the arms
+    only through the manifests, count-controlled."""
+    layout = read_layout(config.data.croot, config.data.subtype)
+    real_train = [item for item in layout["train"] if item.origin == "real"]
+    return layout, real_train, load_pools(config)
 
 
 def ratio_curve(
@@ -335,15 +388,13 @@ def ratio_curve(
         raise ValueError("the ratio curve needs the 'real' and 'synthetic_filtered' arms")
     rows = []
     real_counts = class_counts(real_train)
-    for ratio in config.ratios:
-        counts = matched_counts(
-            real_train, [pools["synthetic_filtered"]], config.mix.classes, ratio, -1
-        )
+    matrices: AucMatrices = {}
+    for ratio, (counts, reuses_main) in ratio_plan(config, real_train, pools, main_counts).items():
         runs: dict[str, dict[int, dict]] = {"real": real_runs}
         folders: dict[str, str] = {}
         for arm in RATIO_ARMS:
             name = f"ratio_{ratio:g}/{arm}"
-            if counts == main_counts and set(config.seeds) <= set(main_runs.get(arm, {})):
+            if reuses_main and set(config.seeds) <= set(main_runs.get(arm, {})):
                 runs[name], folders[name] = main_runs[arm], arm
                 continue
             runs[name] = {}
@@ -353,9 +404,11 @@ def ratio_curve(
                 runs[name][seed] = run_one(
                     config, arm, seed, items, augmentation, valid, test, folder, cache, external
                 )
-        summary = summarize(config, runs, root, folders=folders)["arms"]
+        summary = summarize(config, runs, root, folders=folders, matrices=matrices)["arms"]
         on_external = (
-            summarize(config, runs, root, EXTERNAL_SPLIT, folders)["arms"] if external else {}
+            summarize(config, runs, root, EXTERNAL_SPLIT, folders, matrices)["arms"]
+            if external
+            else {}
         )
         for arm in RATIO_ARMS:
             name = f"ratio_{ratio:g}/{arm}"
@@ -391,14 +444,10 @@ def run_experiment(config: ExperimentConfig) -> dict:
     unknown = set(config.arms) - set(ALL_ARMS)
     if unknown:
         raise ValueError(f"unknown arm(s) {sorted(unknown)} (choose from {ALL_ARMS})")
-    layout = read_layout(config.data.croot, config.data.subtype)
-    # Synthetic rows the exporter placed in train/ are left out: synthetic images enter the
-    # arms only through the manifests, count-controlled.
-    real_train = [item for item in layout["train"] if item.origin == "real"]
+    layout, real_train, pools = real_train_and_pools(config)
     valid, test = layout["valid"], layout["test"]
     assert_real_only(valid, "valid")
     assert_real_only(test, "test")
-    pools = load_pools(config)
     counts = extra_counts(config, real_train, pools)
     setup = {
         "config": asdict(config),

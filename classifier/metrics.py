@@ -90,6 +90,39 @@ def seed_means(aucs: np.ndarray, resample_seeds: bool, rng: np.random.Generator)
     return np.take_along_axis(aucs, drawn, axis=1).mean(axis=1)
 
 
+def estimate_from_aucs(
+    observed: float,
+    aucs: np.ndarray,
+    ci: float = 0.95,
+    seed: int = 0,
+    resample_seeds: bool = False,
+) -> Estimate:
+    """CI of a seed-mean AUC from its [resample, seed] matrix (`seed_aucs`)."""
+    draws = seed_means(aucs, resample_seeds, np.random.default_rng([seed, 1]))
+    return Estimate(observed, *percentile_ci(draws, ci))
+
+
+def difference_from_aucs(
+    observed: float,
+    aucs_arm: np.ndarray,
+    aucs_reference: np.ndarray,
+    ci: float = 0.95,
+    seed: int = 0,
+    resample_seeds: bool = False,
+) -> Estimate:
+    """CI and two-sided p of a seed-mean AUC difference from both arms' [resample, seed]
+    matrices on the same test resamples. With `resample_seeds` each arm's seeds are drawn with
+    replacement, independently (the two arms' trainings are different runs)."""
+    rng = np.random.default_rng([seed, 2])
+    draws = seed_means(aucs_arm, resample_seeds, rng) - seed_means(
+        aucs_reference, resample_seeds, rng
+    )
+    draws = draws[np.isfinite(draws)]
+    p_value = min(1.0, 2 * min((draws <= 0).mean(), (draws >= 0).mean()))
+    p_value = max(p_value, 1 / max(len(draws), 1))
+    return Estimate(observed, *percentile_ci(draws, ci), p_value=float(p_value))
+
+
 def auc_ci(
     labels: np.ndarray,
     scores: np.ndarray,
@@ -103,8 +136,7 @@ def auc_ci(
     seeds too with `resample_seeds`."""
     labels = np.asarray(labels)
     aucs = seed_aucs(labels, scores, bootstrap_indices(labels, n_resamples, seed, groups))
-    draws = seed_means(aucs, resample_seeds, np.random.default_rng([seed, 1]))
-    return Estimate(mean_auc(labels, scores), *percentile_ci(draws, ci))
+    return estimate_from_aucs(mean_auc(labels, scores), aucs, ci, seed, resample_seeds)
 
 
 def paired_difference(
@@ -117,19 +149,18 @@ def paired_difference(
     groups: np.ndarray | None = None,
     resample_seeds: bool = False,
 ) -> Estimate:
-    """Seed-mean AUC(arm) − AUC(reference) on the same test resamples; two-sided bootstrap p.
-    With `resample_seeds` each arm's seeds are also drawn with replacement, independently (the
-    two arms' trainings are different runs), so the CI and p include training variance."""
+    """Seed-mean AUC(arm) − AUC(reference) on the same test resamples; two-sided bootstrap p."""
     labels = np.asarray(labels)
     resamples = bootstrap_indices(labels, n_resamples, seed, groups)
-    rng = np.random.default_rng([seed, 2])
-    draws = seed_means(seed_aucs(labels, scores_arm, resamples), resample_seeds, rng)
-    draws = draws - seed_means(seed_aucs(labels, scores_reference, resamples), resample_seeds, rng)
-    draws = draws[np.isfinite(draws)]
     observed = mean_auc(labels, scores_arm) - mean_auc(labels, scores_reference)
-    p_value = min(1.0, 2 * min((draws <= 0).mean(), (draws >= 0).mean()))
-    p_value = max(p_value, 1 / max(len(draws), 1))
-    return Estimate(observed, *percentile_ci(draws, ci), p_value=float(p_value))
+    return difference_from_aucs(
+        observed,
+        seed_aucs(labels, scores_arm, resamples),
+        seed_aucs(labels, scores_reference, resamples),
+        ci,
+        seed,
+        resample_seeds,
+    )
 
 
 def choose_threshold(
