@@ -1,9 +1,10 @@
 """Model selection from epoch 1 against selection from `train.min_epochs`, same arms and seeds.
 
 Two classifier stages of one run (the same images, splits, seeds and recipe except the floor):
-per arm the seed-mean AUC on the independent set with its CI over test cases and seeds, the
-spread over seeds, and how many trainings picked their epoch-1 model. The ratios (after/before)
-say what the floor does to the seed spread and to the AUC.
+per arm the seed-mean AUC on the independent set (or, `--split test`, the split's own) with
+its CI over test cases and seeds, the spread over seeds, and how many trainings picked their
+epoch-1 model. The ratios (after/before) say what the floor does to the seed spread and to the
+AUC.
 
     python -m benchmarks.selection_floor --subtype FTC \\
         --before runs/long_selection_v1_classifier --after runs/long/classifier \\
@@ -23,12 +24,14 @@ from classifier.experiment import EXTERNAL_SPLIT, summarize
 from metadata.atomic import write_json
 
 
-def score_stage(folder: Path, subtype: str, arms: tuple[str, ...]) -> dict:
+def score_stage(
+    folder: Path, subtype: str, arms: tuple[str, ...], split: str = EXTERNAL_SPLIT
+) -> dict:
     """Per arm: AUC, CI, seed spread, ΔAUC vs duplicated real, and the epochs each seed picked."""
     config = load_experiment_config(folder / f"{subtype}.experiment.json")
     root = folder / subtype
     runs = finished_runs(root, arms, tuple(config.seeds))
-    summary = summarize(config, runs, root, EXTERNAL_SPLIT)["arms"]
+    summary = summarize(config, runs, root, split)["arms"]
     rows = {}
     for arm, row in summary.items():
         rows[arm] = {
@@ -68,15 +71,21 @@ def main() -> None:
     parser.add_argument("--after", type=Path, required=True, help="classifier stage folder")
     parser.add_argument("--subtype", required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--split",
+        default=EXTERNAL_SPLIT,
+        choices=[EXTERNAL_SPLIT, "test"],
+        help="the independent test set (default) or the split's own (a run without one: DDTI)",
+    )
     args = parser.parse_args()
     after_config = load_experiment_config(args.after / f"{args.subtype}.experiment.json")
-    before = score_stage(args.before, args.subtype, tuple(after_config.arms))
-    after = score_stage(args.after, args.subtype, tuple(before))
+    before = score_stage(args.before, args.subtype, tuple(after_config.arms), args.split)
+    after = score_stage(args.after, args.subtype, tuple(before), args.split)
     before = {arm: before[arm] for arm in after}  # arms finished in both
     totals = {"before": overall(before), "after": overall(after)}
     report = {
         "subtype": args.subtype,
-        "split": EXTERNAL_SPLIT,
+        "split": args.split,
         "arms": {arm: {"before": before[arm], "after": after[arm]} for arm in after},
         "overall": totals,
         "ratio_after_before": {
