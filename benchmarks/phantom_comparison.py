@@ -173,6 +173,37 @@ def markdown(comparison: dict) -> str:
     return "\n".join(lines)
 
 
+def ratio_markdown(comparison: dict) -> str:
+    """The ratio curve as a table: per ratio and arm, each task's AUC and Δ vs real only on the
+    independent set (the split's own when a run has none)."""
+    labels = [k for k in comparison if k not in ("paper", "runs")]
+    header = "| ratio | arm | " + " | ".join(
+        f"{label} AUC | {label} Δ vs real [95% CI], p" for label in labels
+    )
+    lines = [header + " |", "|" + " --- |" * (2 + 2 * len(labels))]
+    keys = sorted(
+        {(row["ratio"], row["arm"]) for label in labels for row in comparison[label]["ratio_curve"]}
+    )
+    for ratio, arm in keys:
+        cells = [f"{ratio:g}", arm]
+        for label in labels:
+            task = comparison[label]
+            prefix = "external_" if task["test_set"] == "independent" else ""
+            row = next(
+                (r for r in task["ratio_curve"] if (r["ratio"], r["arm"]) == (ratio, arm)), None
+            )
+            if row is None:
+                cells += ["not finished", "—"]
+                continue
+            cells += [
+                f"{row[prefix + 'auc']:.3f}",
+                f"{row[prefix + 'delta_auc']:+.3f} [{row[prefix + 'delta_low']:+.3f}, "
+                f"{row[prefix + 'delta_high']:+.3f}], p = {row[prefix + 'delta_p']:.2g}",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", required=True, help="a finished `tiger run` folder")
@@ -211,6 +242,9 @@ def main() -> None:
     write_json(out / f"phantom_gain_{args.profile}.json", gain)
     write_json(out / f"comparison_{args.profile}.json", comparison)
     print(markdown(comparison))
+    if any(comparison[label]["ratio_curve"] for label in gain):
+        print()
+        print(ratio_markdown(comparison))
     for label, entry in gain.items():
         print(f"{label}: filtered vs duplicated real {entry['delta_filtered_vs_dup_real']}")
 
