@@ -10,6 +10,7 @@ set (`"test_set"` says which). Writes
   above 0);
 - `comparison_<profile>.json`: every arm with both deltas, the ratio curve rows, and the
   paper's published AUCs for the arms that match its rows,
+- `ratio_curve_<profile>_<LABEL>.png`: each task's ratio curve (the stage's own figure),
 
 and prints the comparison as a markdown table (our rows beside the paper's).
 
@@ -36,6 +37,7 @@ from classifier.experiment import (
     real_train_and_pools,
     summarize,
 )
+from classifier.report import plot_ratio_curve
 from metadata.atomic import write_json
 
 # Dai et al. 2025, ResNet50 test AUROC, benign vs FTC / MTC (issue 22), by our matching arm.
@@ -204,6 +206,18 @@ def ratio_markdown(comparison: dict) -> str:
     return "\n".join(lines)
 
 
+def ratio_figures(comparison: dict, out: Path, profile: str) -> list[Path]:
+    """Each task's ratio curve drawn from its rows (a partial curve draws the finished ones)."""
+    written = []
+    for label in (k for k in comparison if k not in ("paper", "runs")):
+        rows = comparison[label].get("ratio_curve") or []
+        if rows:
+            path = out / f"ratio_curve_{profile}_{label}.png"
+            plot_ratio_curve(rows, path, label)
+            written.append(path)
+    return written
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", required=True, help="a finished `tiger run` folder")
@@ -242,6 +256,7 @@ def main() -> None:
     write_json(out / f"phantom_gain_{args.profile}.json", gain)
     write_json(out / f"comparison_{args.profile}.json", comparison)
     print(markdown(comparison))
+    ratio_figures(comparison, out, args.profile)
     if any(comparison[label]["ratio_curve"] for label in gain):
         print()
         print(ratio_markdown(comparison))

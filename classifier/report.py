@@ -119,6 +119,7 @@ def plot_ratio_curve(rows: list[dict], path: Path, subtype: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     prefix = "external_" if rows and "external_delta_auc" in rows[0] else ""
     figure, axes = plt.subplots(figsize=(5, 3.6))
@@ -136,6 +137,9 @@ def plot_ratio_curve(rows: list[dict], path: Path, subtype: str) -> None:
         xlabel="synthetic (or duplicated) : real, rare class",
         ylabel=f"ΔAUC vs real{where}",
     )
+    ticks = sorted({row["ratio"] for row in rows})
+    axes.set_xticks(ticks, [f"{tick:g}" for tick in ticks])
+    axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set_title(f"{subtype}: ratio curve")
     axes.legend(fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
