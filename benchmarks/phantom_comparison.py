@@ -19,6 +19,11 @@ and prints the comparison as a markdown table (our rows beside the paper's).
 With `--finished-runs` a stage still running is read from its finished trainings instead: the
 main arms whose every seed is done and the ratio-curve rows whose every seed is done, scored
 with the stage's own `summarize`; the files then say `"partial": true` and what is missing.
+
+With `--curve-only` the run's ratio curves replace those in the existing files and nothing else
+changes (`ratio_curve_source` names the run): for a run that trained only the arms the curve
+needs (`classifier.arms=[real,dup_real,synthetic_filtered]`) to finish a curve beside an arms
+table already measured at the same profile.
 """
 
 from __future__ import annotations
@@ -218,6 +223,30 @@ def ratio_figures(comparison: dict, out: Path, profile: str) -> list[Path]:
     return written
 
 
+def is_ratio_row(name: str) -> bool:
+    return name.startswith("ratio_")
+
+
+def merge_curves(comparison: dict, gain: dict, tasks: list[tuple[str, dict]], run: str) -> None:
+    """Replace each task's ratio curve (in place) by the run's, keeping every arm row; what is
+    still missing is the arms the files already lacked plus the run's unfinished ratio rows."""
+    for label, results in tasks:
+        if label not in comparison:
+            raise SystemExit(f"{label}: not in the existing comparison (run without --curve-only)")
+        task = comparison[label]
+        curve_missing = [name for name in results.get("missing", []) if is_ratio_row(name)]
+        task["ratio_curve"] = results.get("ratio_curve", [])
+        task["ratio_curve_source"] = {"run": run, "partial": bool(curve_missing)}
+        for entry in (task, gain.get(label, {})):
+            arms_missing = [name for name in entry.get("missing", []) if not is_ratio_row(name)]
+            entry.pop("partial", None)
+            entry.pop("missing", None)
+            if arms_missing or curve_missing:
+                entry.update(partial=True, missing=arms_missing + curve_missing)
+    if run not in comparison["runs"]:
+        comparison["runs"].append(run)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--run", required=True, help="a finished `tiger run` folder")
@@ -227,6 +256,11 @@ def main() -> None:
         "--finished-runs",
         action="store_true",
         help="score a stage still running from its finished trainings (marked partial)",
+    )
+    parser.add_argument(
+        "--curve-only",
+        action="store_true",
+        help="replace only the ratio curves in the existing files (the arms stay as they are)",
     )
     args = parser.parse_args()
 
@@ -241,6 +275,12 @@ def main() -> None:
     else:
         files = sorted((run / "classifier").glob("*/results.json"))
         tasks = [(file.parent.name, json.loads(file.read_text())) for file in files]
+    out = Path(args.results)
+    if args.curve_only:
+        comparison = json.loads((out / f"comparison_{args.profile}.json").read_text())
+        gain = json.loads((out / f"phantom_gain_{args.profile}.json").read_text())
+        merge_curves(comparison, gain, tasks, str(run))
+        tasks = []
     for label, results in tasks:
         summary = task_summary(results)
         summary["ratio_curve"] = results.get("ratio_curve", [])
@@ -252,12 +292,11 @@ def main() -> None:
             gain[label].update(partial=True, missing=results["missing"])
     if not gain:
         raise SystemExit(f"{run}: no classifier/*/results.json")
-    out = Path(args.results)
     write_json(out / f"phantom_gain_{args.profile}.json", gain)
     write_json(out / f"comparison_{args.profile}.json", comparison)
     print(markdown(comparison))
     ratio_figures(comparison, out, args.profile)
-    if any(comparison[label]["ratio_curve"] for label in gain):
+    if any(comparison[label].get("ratio_curve") for label in gain):
         print()
         print(ratio_markdown(comparison))
     for label, entry in gain.items():
