@@ -98,9 +98,6 @@ class ExperimentConfig:
     # Synthetic-to-real ratios of the ratio curve (e.g. 0.25 ... 10): dup_real and
     # synthetic_filtered again at each, paired against real only. Empty: no curve.
     ratios: tuple[float, ...] = ()
-    # Trainings run this many at a time, in processes that share the caller's torch threads
-    # (classifier.parallel); the numbers are a training's own, whatever the order.
-    workers: int = 1
     run_dir: str = "runs/classifier"
 
 

@@ -62,7 +62,6 @@ from classifier.mixing import (
     read_manifest,
     select,
 )
-from classifier.parallel import Training, train_in_parallel
 from classifier.train import BEST_DIR, make_accelerator, train_classifier
 from generation.offline import enforce_offline
 from metadata.atomic import write_json
@@ -240,45 +239,6 @@ def run_one(
     return metrics
 
 
-def run_training(
-    config: ExperimentConfig,
-    training: Training,
-    valid: list[ImageItem],
-    test: list[ImageItem],
-    cache: ImageCache,
-    external: list[ImageItem] | None = None,
-) -> dict:
-    return run_one(
-        config,
-        training.arm,
-        training.seed,
-        list(training.items),
-        training.augmentation,
-        valid,
-        test,
-        training.folder,
-        cache,
-        external,
-    )
-
-
-def main_trainings(
-    config: ExperimentConfig,
-    real_train: list[ImageItem],
-    pools: dict[str, list[ImageItem]],
-    counts: dict[int, int],
-    root: Path,
-) -> list[Training]:
-    """Every arm × seed of the main comparison, seed by seed."""
-    trainings = []
-    for seed in config.seeds:
-        for arm in config.arms:
-            items, augmentation = arm_training_set(arm, real_train, pools, counts, seed)
-            folder = root / arm / f"seed_{seed}"
-            trainings.append(Training(arm, seed, tuple(items), augmentation, folder))
-    return trainings
-
-
 AucMatrices = dict[tuple[str, str, tuple[int, ...]], np.ndarray]
 
 
@@ -407,34 +367,6 @@ def real_train_and_pools(
     return layout, real_train, load_pools(config)
 
 
-def ratio_trainings(
-    config: ExperimentConfig,
-    real_train: list[ImageItem],
-    pools: dict[str, list[ImageItem]],
-    main_counts: dict[int, int],
-    root: Path,
-) -> dict[float, tuple[dict[int, int], dict[str, str], list[Training]]]:
-    """Per ratio of the curve: its counts, the rows that reuse a main arm's runs ({row name:
-    arm}; `ratio_plan` says which) and the trainings the other rows need."""
-    if "synthetic_filtered" not in pools or "real" not in config.arms:
-        raise ValueError("the ratio curve needs the 'real' and 'synthetic_filtered' arms")
-    plan = {}
-    for ratio, (counts, reuses_main) in ratio_plan(config, real_train, pools, main_counts).items():
-        reused: dict[str, str] = {}
-        trainings = []
-        for arm in RATIO_ARMS:
-            name = f"ratio_{ratio:g}/{arm}"
-            if reuses_main and arm in config.arms:
-                reused[name] = arm
-                continue
-            for seed in config.seeds:
-                items, augmentation = arm_training_set(arm, real_train, pools, counts, seed)
-                folder = root / name / f"seed_{seed}"
-                trainings.append(Training(arm, seed, tuple(items), augmentation, folder))
-        plan[ratio] = (counts, reused, trainings)
-    return plan
-
-
 def ratio_curve(
     config: ExperimentConfig,
     real_train: list[ImageItem],
@@ -451,18 +383,27 @@ def ratio_curve(
     synthetic-to-real ratio (counts capped by the pool: `count` says what was reached); with an
     independent test set, the same on it (`external_*`). A ratio whose counts equal the main
     arms' reuses those runs: the same images and seeds would train the same model again."""
+    real_runs = main_runs.get("real", {})
+    if "synthetic_filtered" not in pools or not real_runs:
+        raise ValueError("the ratio curve needs the 'real' and 'synthetic_filtered' arms")
     rows = []
     real_counts = class_counts(real_train)
     matrices: AucMatrices = {}
-    plan = ratio_trainings(config, real_train, pools, main_counts, root)
-    for ratio, (counts, folders, trainings) in plan.items():
-        runs: dict[str, dict[int, dict]] = {"real": main_runs["real"]}
-        runs.update({name: main_runs[arm] for name, arm in folders.items()})
-        for training in trainings:
-            name = f"ratio_{ratio:g}/{training.arm}"
-            runs.setdefault(name, {})[training.seed] = run_training(
-                config, training, valid, test, cache, external
-            )
+    for ratio, (counts, reuses_main) in ratio_plan(config, real_train, pools, main_counts).items():
+        runs: dict[str, dict[int, dict]] = {"real": real_runs}
+        folders: dict[str, str] = {}
+        for arm in RATIO_ARMS:
+            name = f"ratio_{ratio:g}/{arm}"
+            if reuses_main and set(config.seeds) <= set(main_runs.get(arm, {})):
+                runs[name], folders[name] = main_runs[arm], arm
+                continue
+            runs[name] = {}
+            for seed in config.seeds:
+                items, augmentation = arm_training_set(arm, real_train, pools, counts, seed)
+                folder = root / name / f"seed_{seed}"
+                runs[name][seed] = run_one(
+                    config, arm, seed, items, augmentation, valid, test, folder, cache, external
+                )
         summary = summarize(config, runs, root, folders=folders, matrices=matrices)["arms"]
         on_external = (
             summarize(config, runs, root, EXTERNAL_SPLIT, folders, matrices)["arms"]
@@ -503,9 +444,10 @@ def run_experiment(config: ExperimentConfig) -> dict:
     unknown = set(config.arms) - set(ALL_ARMS)
     if unknown:
         raise ValueError(f"unknown arm(s) {sorted(unknown)} (choose from {ALL_ARMS})")
-    if config.workers < 1:
-        raise ValueError(f"workers must be at least 1, not {config.workers}")
     layout, real_train, pools = real_train_and_pools(config)
+    if config.ratios and ("real" not in config.arms or "synthetic_filtered" not in pools):
+        # said before any training, not after the main arms' hours
+        raise ValueError("the ratio curve needs the 'real' and 'synthetic_filtered' arms")
     valid, test = layout["valid"], layout["test"]
     assert_real_only(valid, "valid")
     assert_real_only(test, "test")
@@ -529,17 +471,23 @@ def run_experiment(config: ExperimentConfig) -> dict:
         setup["external_counts"] = class_counts(external)
         setup["external_croot"] = config.data.external_croot
     write_json(root / "experiment.json", setup)
-    trainings = main_trainings(config, real_train, pools, counts, root)
-    if config.ratios:
-        plan = ratio_trainings(config, real_train, pools, counts, root)
-        trainings += [training for _, _, extra in plan.values() for training in extra]
-    train_in_parallel(config, trainings, valid, test, external)  # workers > 1: trains them all
     cache = ImageCache(config.data.image_size)
     runs: dict[str, dict[int, dict]] = {arm: {} for arm in config.arms}
-    for training in main_trainings(config, real_train, pools, counts, root):
-        runs[training.arm][training.seed] = run_training(
-            config, training, valid, test, cache, external
-        )
+    for seed in config.seeds:
+        for arm in config.arms:
+            train_items, augmentation = arm_training_set(arm, real_train, pools, counts, seed)
+            runs[arm][seed] = run_one(
+                config,
+                arm,
+                seed,
+                train_items,
+                augmentation,
+                valid,
+                test,
+                root / arm / f"seed_{seed}",
+                cache,
+                external,
+            )
     results = {"setup": setup, "runs": runs, **summarize(config, runs, root)}
     if external:
         results[EXTERNAL_SPLIT] = summarize(config, runs, root, EXTERNAL_SPLIT)["arms"]

@@ -3,7 +3,6 @@ experiment CLI end to end (tiny resnet18 at 32 px, 1–3 epochs)."""
 
 import json
 import shutil
-from dataclasses import replace
 
 import pytest
 import torch
@@ -303,44 +302,13 @@ def test_ratio_curve_runs_both_arms_at_each_ratio_with_growing_counts(tmp_path, 
     assert (root / "figures" / "ratio_curve.png").is_file()
 
 
-def test_workers_train_every_run_in_processes_with_the_numbers_of_one_process(
-    tmp_path, croot, monkeypatch
-):
-    """`workers=2` trains the main arms and the ratio curve's runs in worker processes (the
-    experiment then trains nothing itself) and gives the same numbers as one process."""
-    import classifier.experiment as experiment
-    from classifier.config import MixConfig
-    from classifier.parallel import is_finished
-
-    filtered = build_toy_manifest(tmp_path / "filt", SUBTYPE, (0, 30), 32, 8, kept_fraction=0.9)
-    base = ExperimentConfig(
-        data=DataConfig(croot=str(croot), subtype=SUBTYPE, image_size=32),
-        model=ModelConfig(arch="resnet18"),
-        train=TrainConfig(epochs=1, batch_size=16, progress=False),
-        eval=EvalConfig(n_bootstrap=50),
-        mix=MixConfig(filtered_manifest=str(filtered)),
-        arms=("real", "dup_real", "synthetic_filtered"),
-        seeds=(0,),
-        ratios=(1, 2),
-    )
-    one = run_experiment(replace(base, run_dir=str(tmp_path / "one")))
-
-    calls = []
-    parallel = experiment.train_in_parallel
-
-    def spy(config, trainings, *args):
-        trained = parallel(config, trainings, *args)
-        calls.append((len(trainings), len(trained), all(is_finished(t.folder) for t in trainings)))
-        return trained
-
-    monkeypatch.setattr(experiment, "train_in_parallel", spy)
-    two = run_experiment(replace(base, run_dir=str(tmp_path / "two"), workers=2))
-    assert calls == [(5, 5, True)]  # 3 main arms + ratio 2's two arms (ratio 1 reuses the main)
-    for arm, row in one["arms"].items():
-        assert two["arms"][arm]["auc"] == row["auc"]
-    assert [r["auc"] for r in two["ratio_curve"]] == [r["auc"] for r in one["ratio_curve"]]
-    with pytest.raises(ValueError, match="workers"):
-        run_experiment(replace(base, run_dir=str(tmp_path / "bad"), workers=0))
+def test_a_ratio_curve_without_its_arms_is_refused_before_any_training(tmp_path, croot):
+    run_dir = tmp_path / "exp"
+    args = ["experiment", "--croot", str(croot), "--subtype", SUBTYPE, "--image-size", "32"]
+    args += ["--arch", "resnet18", "--epochs", "1", "--no-progress", "--seeds", "0"]
+    args += ["--run-dir", str(run_dir), "--arms", "real", "dup_real", "--synthetic-count", "4"]
+    assert main([*args, "--ratios", "1", "2"]) == 2
+    assert not (run_dir / SUBTYPE / "real").exists()
 
 
 def test_auto_precision_keeps_fp32_on_a_cpu_and_bf16_is_opt_in(monkeypatch):
