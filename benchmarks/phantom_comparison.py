@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from datetime import date
 from pathlib import Path
 
 from benchmarks.interim_arms import finished_runs
@@ -236,7 +237,11 @@ def merge_curves(comparison: dict, gain: dict, tasks: list[tuple[str, dict]], ru
         task = comparison[label]
         curve_missing = [name for name in results.get("missing", []) if is_ratio_row(name)]
         task["ratio_curve"] = results.get("ratio_curve", [])
-        task["ratio_curve_source"] = {"run": run, "partial": bool(curve_missing)}
+        task["ratio_curve_source"] = {
+            "run": run,
+            "written": date.today().isoformat(),  # a rerun may reuse the arms' run folder name
+            "partial": bool(curve_missing),
+        }
         for entry in (task, gain.get(label, {})):
             arms_missing = [name for name in entry.get("missing", []) if not is_ratio_row(name)]
             entry.pop("partial", None)

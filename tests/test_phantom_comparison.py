@@ -38,7 +38,8 @@ def test_a_finished_curve_replaces_the_old_one_and_clears_partial(existing):
     assert task["arms"] == arms_before
     assert "partial" not in task and "missing" not in task
     assert "partial" not in gain["FTC"]
-    assert task["ratio_curve_source"] == {"run": "runs/new", "partial": False}
+    source = task["ratio_curve_source"]
+    assert (source["run"], source["partial"]) == ("runs/new", False) and source["written"]
     assert comparison["runs"] == ["runs/old", "runs/new"]
 
 
