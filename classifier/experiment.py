@@ -383,9 +383,7 @@ def ratio_curve(
     synthetic-to-real ratio (counts capped by the pool: `count` says what was reached); with an
     independent test set, the same on it (`external_*`). A ratio whose counts equal the main
     arms' reuses those runs: the same images and seeds would train the same model again."""
-    real_runs = main_runs.get("real", {})
-    if "synthetic_filtered" not in pools or not real_runs:
-        raise ValueError("the ratio curve needs the 'real' and 'synthetic_filtered' arms")
+    real_runs = main_runs["real"]  # run_experiment checked the curve's arms before training
     rows = []
     real_counts = class_counts(real_train)
     matrices: AucMatrices = {}
